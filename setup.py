@@ -1,0 +1,36 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="suprem_nn",
+    version="0.1.0",
+    description="Self-configuring 3D CT segmentation that starts every model from the SuPreM pretrained backbones",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["suprem_nn", "suprem_nn.*"]),
+    package_data={"suprem_nn": ["presets/*.json"]},
+    python_requires=">=3.9",
+    install_requires=[
+        # A range that the local CPU build 2.13.0 satisfies, so a venv that installed it first pulls nothing more.
+        "torch>=2.1,<2.15",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "SimpleITK>=2.2",
+        "nibabel>=5.0",
+        "scikit-image>=0.21",
+        "batchgenerators>=0.25",
+        "acvl-utils>=0.2",
+        # Building blocks of SegResNet and Swin UNETR (Apache-2.0); the 0.9 patch-merging order is ours.
+        "monai>=1.3",
+        # Connected components for largest-component post-processing, 26-connectivity, much faster than scipy.
+        "connected-components-3d>=3.12",
+        # progress.png and prediction previews.
+        "matplotlib>=3.6",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={
+        "console_scripts": [
+            "suprem_plan_and_preprocess=suprem_nn.cli.plan_and_preprocess:main",
+        ],
+    },
+)

@@ -1,0 +1,153 @@
+"""Read and write 3D medical images with their geometry kept exactly.
+
+Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage
+(``.mha``, ``.mhd``) and a folder holding one DICOM series, all through
+SimpleITK. Arrays follow the axis convention of :mod:`suprem_nn.io.geometry`
+(``arr[i, j, k]``, fastest file axis first). Spacing, origin and direction are
+passed through as SimpleITK reports them, so a read -> write -> read round trip
+returns identical geometry and voxels.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import ImageReadError
+from ..utils.atomic import atomic_path
+from .geometry import Geometry
+
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+MAX_SPACING_MM = 1000.0
+
+
+def image_ending(path: str | os.PathLike) -> str | None:
+    """The supported file ending of ``path`` (``".nii.gz"``...), or None."""
+    name = Path(path).name.lower()
+    for ending in IMAGE_ENDINGS:
+        if name.endswith(ending):
+            return ending
+    return None
+
+
+def strip_ending(path: str | os.PathLike) -> str:
+    """File name without its image ending: ``case_0000.nii.gz`` -> ``case_0000``."""
+    name = Path(path).name
+    ending = image_ending(name)
+    return name[: -len(ending)] if ending else name
+
+
+def is_dicom_folder(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return path.is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+
+
+def read_image(path: str | os.PathLike, check_finite: bool = True) -> tuple[np.ndarray, Geometry]:
+    """Read a 3D image file or DICOM series folder.
+
+    Returns ``(array, geometry)``; the array keeps the stored dtype (after DICOM
+    rescale), indexed ``[i, j, k]``. Raises :class:`ImageReadError` naming the
+    file for unreadable files, non-3D images, empty axes, non-finite voxels,
+    impossible spacing and non-orthogonal direction matrices.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError("file not found", path)
+    try:
+        if path.is_dir():
+            image = _read_dicom_series(path)
+        else:
+            image = sitk.ReadImage(str(path))
+    except ImageReadError:
+        raise
+    except RuntimeError as exc:
+        raise ImageReadError(f"cannot read image ({_short_itk_message(exc)})", path) from None
+    return _to_array(image, path, check_finite)
+
+
+def read_geometry(path: str | os.PathLike) -> Geometry:
+    """Geometry of a file from its header only (no voxel data is decoded)."""
+    path = Path(path)
+    if path.is_dir():
+        return read_image(path, check_finite=False)[1]
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise ImageReadError(f"cannot read image header ({_short_itk_message(exc)})", path) from None
+    size = reader.GetSize()
+    if len(size) != 3:
+        raise ImageReadError(f"expected a 3D image, got {len(size)}D with size {tuple(size)}", path)
+    return Geometry(tuple(int(s) for s in size), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
+                    tuple(reader.GetDirection()))
+
+
+def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike, compress: bool = True) -> None:
+    """Write ``array`` (indexed ``[i, j, k]``) with ``geometry`` to ``path`` atomically."""
+    path = Path(path)
+    if tuple(array.shape) != tuple(geometry.shape):
+        raise ValueError(f"array shape {array.shape} does not match geometry shape {geometry.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0))))
+    image.SetSpacing([float(v) for v in geometry.spacing])
+    image.SetOrigin([float(v) for v in geometry.origin])
+    image.SetDirection([float(v) for v in geometry.direction])
+    ending = image_ending(path) or ""
+    with atomic_path(path, suffix=ending) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise ImageReadError("folder holds no image file and no DICOM series", folder)
+    if len(series) > 1:
+        raise ImageReadError(f"folder holds {len(series)} DICOM series; pass one series per folder", folder)
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def _to_array(image: sitk.Image, path: Path, check_finite: bool) -> tuple[np.ndarray, Geometry]:
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageReadError(f"expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} "
+                             "components per voxel", path)
+    size = image.GetSize()
+    if len(size) == 4 and size[3] == 1:
+        image = image[:, :, :, 0]
+        size = image.GetSize()
+    if len(size) != 3:
+        raise ImageReadError(f"expected a 3D image, got {len(size)}D with size {tuple(size)}", path)
+    if min(size) == 0:
+        raise ImageReadError(f"image has an empty axis (size {tuple(size)})", path)
+    spacing = tuple(float(v) for v in image.GetSpacing())
+    if not all(np.isfinite(spacing)) or min(spacing) <= 0 or max(spacing) > MAX_SPACING_MM:
+        raise ImageReadError(f"impossible voxel spacing {spacing} mm (must be > 0 and <= {MAX_SPACING_MM:g})", path)
+    direction = tuple(float(v) for v in image.GetDirection())
+    d = np.asarray(direction).reshape(3, 3)
+    if not np.allclose(d.T @ d, np.eye(3), atol=1e-3):
+        raise ImageReadError("direction matrix is not orthonormal (sheared or scaled axes)", path)
+    array = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))
+    if check_finite and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        n_bad = int(array.size - np.isfinite(array).sum())
+        raise ImageReadError(f"image holds {n_bad} NaN or infinite voxels", path)
+    geometry = Geometry(tuple(int(s) for s in size), spacing, tuple(float(v) for v in image.GetOrigin()), direction)
+    return array, geometry
+
+
+def _short_itk_message(exc: Exception) -> str:
+    """ITK errors are multi-line C++ dumps; keep the line that says what went wrong."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        low = ln.lower()
+        if "description:" in low:
+            return ln.split(":", 1)[1].strip()
+    for ln in reversed(lines):
+        if not ln.lower().startswith(("/", "itk::", "file:", "line:")):
+            return ln[:300]
+    return lines[-1][:300] if lines else "unknown reader error"

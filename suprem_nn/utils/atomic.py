@@ -1,0 +1,85 @@
+"""Atomic file writes: write to a temporary file in the same folder, fsync, rename.
+
+A reader never sees a half-written file: either the old content or the new one.
+A crash (even SIGKILL) leaves at most a ``.tmp-*`` file behind, which
+:func:`remove_stale_temporaries` cleans up on the next run.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; on success rename it over ``final``.
+
+    ``suffix`` keeps a file ending that a writer needs to pick its format
+    (SimpleITK chooses the format from ``.nii.gz``, numpy appends ``.npy``).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + final.name + ".", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        _fsync_file(tmp_path)
+        os.replace(tmp_path, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(final: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(final: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(final, text.encode("utf-8"))
+
+
+def atomic_write_json(final: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(final, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_with(final: str | os.PathLike, writer: Callable[[Path], None], suffix: str = "") -> None:
+    """Call ``writer(tmp_path)`` and move the result into place atomically."""
+    with atomic_path(final, suffix=suffix) as tmp:
+        writer(tmp)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete ``.tmp-*`` leftovers of interrupted writes in ``folder``; return how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for p in folder.glob(TMP_PREFIX + "*"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            n += 1
+    return n
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
