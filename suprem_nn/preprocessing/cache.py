@@ -1,0 +1,102 @@
+"""The preprocessed cache: one folder of cases in network space, ready for patch sampling.
+
+Per case ``<id>``: ``<id>_data.npy`` (C, x, y, z) float32, ``<id>_seg.npy`` (see
+:func:`~suprem_nn.preprocessing.pipeline.preprocess_case`), ``<id>_locs.npz``
+(foreground coordinates per class) and ``<id>.json`` (properties). Every file is
+written atomically and the ``.json`` last: a case is complete exactly when its
+``.json`` exists and carries the current plan's cache hash. An interrupted run
+therefore leaves no case that looks complete but is not.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import SupremError
+from ..utils.atomic import atomic_write_json, atomic_write_with, remove_stale_temporaries
+from .pipeline import CaseProperties
+
+
+class PreprocessedCache:
+    """Read and write the cases of one plan's data folder."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def _path(self, case_id: str, suffix: str) -> Path:
+        return self.folder / f"{case_id}{suffix}"
+
+    def is_complete(self, case_id: str, cache_hash: Optional[str] = None) -> bool:
+        """True when the case's files are all there (and were made for ``cache_hash`` if given)."""
+        meta = self._path(case_id, ".json")
+        if not meta.is_file():
+            return False
+        try:
+            props = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        if cache_hash is not None and props.get("cache_hash") != cache_hash:
+            return False
+        return all(self._path(case_id, s).is_file() for s in ("_data.npy", "_seg.npy", "_locs.npz"))
+
+    def case_ids(self, cache_hash: Optional[str] = None) -> list[str]:
+        """Ids of complete cases, sorted."""
+        if not self.folder.is_dir():
+            return []
+        ids = [p.name[:-5] for p in self.folder.glob("*.json") if not p.name.startswith(".")]
+        return sorted(i for i in ids if self.is_complete(i, cache_hash))
+
+    def write(self, case_id: str, data: np.ndarray, seg: np.ndarray, props: CaseProperties,
+              locations: dict[int, np.ndarray]) -> None:
+        """Write one case; the properties file goes last and marks the case complete."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.invalidate(case_id)
+        atomic_write_with(self._path(case_id, "_data.npy"), lambda p: _save_npy(p, data), suffix=".npy")
+        atomic_write_with(self._path(case_id, "_seg.npy"), lambda p: _save_npy(p, seg), suffix=".npy")
+        atomic_write_with(self._path(case_id, "_locs.npz"),
+                          lambda p: _save_npz(p, {f"class_{k}": v for k, v in locations.items()}), suffix=".npz")
+        atomic_write_json(self._path(case_id, ".json"), props.to_json())
+
+    def invalidate(self, case_id: str) -> None:
+        """Remove the completion marker first, so a half-replaced case never looks complete."""
+        marker = self._path(case_id, ".json")
+        if marker.exists():
+            marker.unlink()
+
+    def clean_interrupted_writes(self) -> int:
+        return remove_stale_temporaries(self.folder)
+
+    def load(self, case_id: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, CaseProperties]:
+        """``(data, seg, properties)``; arrays are memory-mapped read-only when ``mmap``."""
+        if not self.is_complete(case_id):
+            raise SupremError(f"case '{case_id}' is missing or incomplete in the preprocessed cache; "
+                              "re-run suprem_plan_and_preprocess", self.folder)
+        mode = "r" if mmap else None
+        try:
+            data = np.load(self._path(case_id, "_data.npy"), mmap_mode=mode)
+            seg = np.load(self._path(case_id, "_seg.npy"), mmap_mode=mode)
+        except (ValueError, OSError) as exc:
+            raise SupremError(f"cached case '{case_id}' is unreadable ({exc}); delete it and re-run "
+                              "suprem_plan_and_preprocess", self._path(case_id, "_data.npy")) from None
+        return data, seg, self.properties(case_id)
+
+    def properties(self, case_id: str) -> CaseProperties:
+        return CaseProperties.from_json(json.loads(self._path(case_id, ".json").read_text()))
+
+    def class_locations(self, case_id: str) -> dict[int, np.ndarray]:
+        with np.load(self._path(case_id, "_locs.npz")) as z:
+            return {int(k.split("_", 1)[1]): z[k] for k in z.files}
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)

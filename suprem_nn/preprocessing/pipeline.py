@@ -1,0 +1,148 @@
+"""One case from file arrays to network space and back.
+
+Forward (:func:`preprocess_case`): reorient -> crop -> normalise -> resample.
+Normalising before resampling keeps the crop mask and the intensities consistent
+(nnU-Net's order). Backward (:func:`restore_to_original`): resample -> uncrop ->
+undo the reorientation, which lands exactly on the input file's voxel grid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..io.geometry import (Geometry, Reorientation, apply_reorientation, plan_reorientation, reoriented_geometry,
+                           undo_reorientation)
+from ..planning.plans import Plan
+from .cropping import crop, foreground_box, uncrop
+from .normalization import normalize
+from .resampling import new_shape_for_spacing, resample_image, resample_labels, separate_axis
+
+MAX_LOCATIONS_PER_CLASS = 10_000
+LOCATION_SEED = 1234
+
+
+@dataclass
+class CaseProperties:
+    """Everything needed to map network-space arrays back onto the case's original grid."""
+
+    case_id: str
+    original_geometry: Geometry
+    reorientation: Reorientation
+    bbox: list[list[int]]
+    shape_after_crop: list[int]
+    shape_after_resampling: list[int]
+    cache_hash: str
+    source_images: list[str] = field(default_factory=list)
+    source_label: Optional[str] = None
+    source_masks: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def spacing_after_reorientation(self) -> tuple[float, float, float]:
+        return reoriented_geometry(self.original_geometry, self.reorientation).spacing
+
+    @property
+    def shape_after_reorientation(self) -> tuple[int, int, int]:
+        return reoriented_geometry(self.original_geometry, self.reorientation).shape
+
+    def to_json(self) -> dict:
+        return {"case_id": self.case_id, "original_geometry": self.original_geometry.to_json(),
+                "reorientation": self.reorientation.to_json(), "bbox": self.bbox,
+                "shape_after_crop": self.shape_after_crop, "shape_after_resampling": self.shape_after_resampling,
+                "cache_hash": self.cache_hash, "source_images": self.source_images,
+                "source_label": self.source_label, "source_masks": self.source_masks}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CaseProperties":
+        return cls(d["case_id"], Geometry.from_json(d["original_geometry"]),
+                   Reorientation.from_json(d["reorientation"]), [list(b) for b in d["bbox"]],
+                   list(d["shape_after_crop"]), list(d["shape_after_resampling"]), d["cache_hash"],
+                   list(d.get("source_images", [])), d.get("source_label"), dict(d.get("source_masks", {})))
+
+
+def preprocess_images(images: Sequence[np.ndarray], geometry: Geometry, plan: Plan,
+                      case_id: str = "") -> tuple[np.ndarray, CaseProperties]:
+    """Images (one (i, j, k) array per channel) -> network input (C, x, y, z) float32 and the case's properties."""
+    data, _, props = preprocess_case(images, geometry, plan, None, case_id)
+    return data, props
+
+
+def preprocess_case(images: Sequence[np.ndarray], geometry: Geometry, plan: Plan, label: Optional[np.ndarray] = None,
+                    case_id: str = "") -> tuple[np.ndarray, Optional[np.ndarray], CaseProperties]:
+    """Run the forward pipeline on one case.
+
+    ``label``: exclusive plans take an (i, j, k) map holding ``plan.label_values``; multi-label plans take
+    (K, i, j, k) binary masks in ``plan.class_names`` order. The returned seg is (1, x, y, z) int16 with class
+    indices 0..K (exclusive) or (K, x, y, z) uint8 (multi-label).
+    """
+    reo = plan_reorientation(geometry, plan.orientation) if plan.orientation else Reorientation((0, 1, 2),
+                                                                                                (False,) * 3)
+    stacked = apply_reorientation(np.stack([np.asarray(im) for im in images]), reo)
+    box = foreground_box(stacked, plan.crop_threshold)
+    cropped = crop(stacked, box)
+    data = np.stack([normalize(cropped[c], plan.normalization[c]) for c in range(cropped.shape[0])])
+    spacing = reoriented_geometry(geometry, reo).spacing
+    new_shape = new_shape_for_spacing(data.shape[1:], spacing, plan.target_spacing)
+    sep = separate_axis(spacing, plan.target_spacing, plan.anisotropy_threshold)
+    data = resample_image(data, new_shape, plan.image_order, sep)
+    seg = None
+    if label is not None:
+        seg = _label_to_classes(np.asarray(label), plan)
+        seg = crop(apply_reorientation(seg, reo), box)
+        seg = resample_labels(seg, new_shape, plan.multilabel, len(plan.class_names), plan.label_order, sep)
+    props = CaseProperties(case_id, geometry, reo, box, list(cropped.shape[1:]), list(new_shape), plan.cache_hash())
+    return np.ascontiguousarray(data), None if seg is None else np.ascontiguousarray(seg), props
+
+
+def restore_to_original(array: np.ndarray, props: CaseProperties, plan: Plan, order: int, fill=0) -> np.ndarray:
+    """Map (C, x, y, z) network-space values onto the original grid: (C, *original shape), file axis order.
+
+    ``order`` 1 for probabilities, 0 for label maps. Voxels outside the crop box get ``fill``
+    (a scalar or one value per channel).
+    """
+    spacing = props.spacing_after_reorientation
+    sep = separate_axis(plan.target_spacing, spacing, plan.anisotropy_threshold)
+    resampled = resample_image(array, props.shape_after_crop, order, sep) if order > 0 else \
+        _resample_nearest(array, props.shape_after_crop, sep)
+    full = uncrop(resampled.astype(array.dtype, copy=False), props.bbox, props.shape_after_reorientation, fill)
+    return np.ascontiguousarray(undo_reorientation(full, props.reorientation))
+
+
+def sample_class_locations(seg: np.ndarray, multilabel: bool, num_classes: int) -> dict[int, np.ndarray]:
+    """Up to 10,000 (at least 1 %) voxel coordinates (N, 3) per class index 0..K-1, for foreground oversampling.
+
+    Deterministic (fixed seed), so re-running preprocessing writes identical files.
+    """
+    rng = np.random.RandomState(LOCATION_SEED)
+    out = {}
+    for k in range(num_classes):
+        mask = seg[k] > 0 if multilabel else seg[0] == k + 1
+        coords = np.argwhere(mask).astype(np.int32)
+        n = len(coords)
+        if n == 0:
+            out[k] = np.zeros((0, 3), dtype=np.int32)
+            continue
+        take = min(n, max(MAX_LOCATIONS_PER_CLASS, int(np.ceil(0.01 * n))))
+        out[k] = coords[np.sort(rng.choice(n, take, replace=False))] if take < n else coords
+    return out
+
+
+def _label_to_classes(label: np.ndarray, plan: Plan) -> np.ndarray:
+    if plan.multilabel:
+        if label.ndim != 4 or label.shape[0] != len(plan.class_names):
+            raise ValueError(f"multi-label plans need (K, i, j, k) masks with K={len(plan.class_names)}, "
+                             f"got {label.shape}")
+        return (label > 0).astype(np.uint8)
+    lut_size = max([int(label.max()) + 1] + [v + 1 for v in plan.label_values])
+    lut = np.zeros(lut_size, dtype=np.int16)
+    for k, v in enumerate(plan.label_values):
+        lut[v] = k + 1
+    index = label if np.issubdtype(label.dtype, np.integer) else label.astype(np.int32)
+    return lut[index][None]
+
+
+def _resample_nearest(array: np.ndarray, shape, sep) -> np.ndarray:
+    if tuple(array.shape[1:]) == tuple(shape):
+        return array
+    return resample_image(array.astype(np.float32), shape, 0, None).astype(array.dtype)

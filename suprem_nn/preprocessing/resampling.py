@@ -1,0 +1,107 @@
+"""Resample images, label maps and probabilities between voxel grids.
+
+All functions take channel-first arrays ``(C, i, j, k)``. Grids are aligned at
+voxel *edges* (``align_corners=False`` / ``grid_mode=True``), like nnU-Net's
+skimage-based resampling, so resampling there and back keeps the field of view.
+
+Anisotropic data (one axis more than ``anisotropy_threshold`` times coarser than
+the finest) is resampled in-plane first and then along the coarse axis with
+nearest-neighbour, as nnU-Net does, so thick slices are not smeared into each other.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+
+def new_shape_for_spacing(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> list[int]:
+    """Shape after resampling ``shape`` (voxels) from ``spacing`` to ``target`` (mm per axis)."""
+    return [max(1, int(round(s * sp / t))) for s, sp, t in zip(shape, spacing, target)]
+
+
+def separate_axis(spacing_from: Sequence[float], spacing_to: Sequence[float], threshold: float) -> Optional[int]:
+    """Axis to resample separately (order 0), or None when the data is not anisotropic or two axes tie."""
+    for spacing in (spacing_from, spacing_to):
+        sp = np.asarray(spacing, dtype=np.float64)
+        if sp.max() / sp.min() > threshold:
+            coarse = np.flatnonzero(sp == sp.max())
+            return int(coarse[0]) if len(coarse) == 1 else None
+    return None
+
+
+def resample_image(data: np.ndarray, new_shape: Sequence[int], order: int,
+                   sep_axis: Optional[int] = None) -> np.ndarray:
+    """Resample intensities (C, i, j, k) to ``new_shape`` with spline ``order`` (0, 1 or 3); float32 out."""
+    new_shape = tuple(int(s) for s in new_shape)
+    data = np.asarray(data, dtype=np.float32)
+    if tuple(data.shape[1:]) == new_shape:
+        return data.copy()
+    if sep_axis is None:
+        if order <= 1:
+            return _torch_resize(data, new_shape, "trilinear" if order == 1 else "nearest-exact")
+        zoom = [n / o for n, o in zip(new_shape, data.shape[1:])]
+        return np.stack([ndimage.zoom(c, zoom, order=order, mode="nearest", grid_mode=True) for c in data])
+    return _resample_separate(data, new_shape, order, sep_axis)
+
+
+def resample_labels(seg: np.ndarray, new_shape: Sequence[int], multilabel: bool, num_classes: int,
+                    order: int = 1, sep_axis: Optional[int] = None) -> np.ndarray:
+    """Resample a label map (1, i, j, k) or binary masks (K, i, j, k) to ``new_shape``.
+
+    Each class is interpolated as its own mask (linear by default) and re-binarised,
+    so thin structures survive better than with nearest neighbour. Exclusive maps
+    take the argmax over background + classes; multi-label masks threshold at 0.5.
+    """
+    new_shape = tuple(int(s) for s in new_shape)
+    if tuple(seg.shape[1:]) == new_shape:
+        return seg.copy()
+    if multilabel:
+        out = np.empty((seg.shape[0],) + new_shape, dtype=np.uint8)
+        for c in range(seg.shape[0]):
+            out[c] = resample_image(seg[c:c + 1].astype(np.float32), new_shape, order, sep_axis)[0] >= 0.5
+        return out
+    label_map = seg[0]
+    best = np.zeros(new_shape, dtype=np.float32)
+    out = np.zeros((1,) + new_shape, dtype=seg.dtype)
+    for c in range(0, num_classes + 1):
+        mask = (label_map == c)
+        if not mask.any():
+            continue
+        score = resample_image(mask[None].astype(np.float32), new_shape, order, sep_axis)[0]
+        better = score > best
+        best[better] = score[better]
+        out[0][better] = c
+    return out
+
+
+def _torch_resize(data: np.ndarray, new_shape: tuple, mode: str) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(data))[None]
+    kwargs = {"align_corners": False} if mode in ("trilinear", "bilinear", "bicubic") else {}
+    return F.interpolate(t, size=new_shape, mode=mode, **kwargs)[0].numpy()
+
+
+def _resample_separate(data: np.ndarray, new_shape: tuple, order: int, axis: int) -> np.ndarray:
+    """In-plane with ``order``, then nearest along ``axis``."""
+    moved = np.moveaxis(data, axis + 1, 1)  # (C, n_slices, a, b)
+    plane_shape = tuple(s for a, s in enumerate(new_shape) if a != axis)
+    c, n = moved.shape[:2]
+    slices = np.ascontiguousarray(moved.reshape((c * n,) + moved.shape[2:]))
+    if moved.shape[2:] != plane_shape:
+        if order <= 1:
+            mode = "bilinear" if order == 1 else "nearest-exact"
+            t = torch.from_numpy(slices)[:, None]
+            kwargs = {"align_corners": False} if order == 1 else {}
+            slices = F.interpolate(t, size=plane_shape, mode=mode, **kwargs)[:, 0].numpy()
+        else:
+            zoom = [p / o for p, o in zip(plane_shape, slices.shape[1:])]
+            slices = np.stack([ndimage.zoom(s, zoom, order=order, mode="nearest", grid_mode=True) for s in slices])
+    slices = slices.reshape((c, n) + plane_shape)
+    n_new = new_shape[axis]
+    if n_new != n:
+        src = np.minimum(((np.arange(n_new) + 0.5) * n / n_new).astype(np.int64), n - 1)
+        slices = slices[:, src]
+    return np.ascontiguousarray(np.moveaxis(slices, 1, axis + 1))
