@@ -1,0 +1,53 @@
+"""``suprem_evaluate``: Dice, IoU and normalised surface Dice of a prediction folder against references.
+
+Wraps :func:`suprem_nn.evaluation.evaluate.evaluate`; see documentation/evaluation.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from ..evaluation.evaluate import CSV_FILE, SUMMARY_FILE, evaluate, format_table
+from .common import add_common_arguments, run_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="suprem_evaluate",
+        description="Compare predicted segmentations with reference segmentations (Dice, IoU, normalised surface "
+                    f"Dice). Writes {SUMMARY_FILE} and {CSV_FILE} (one row per case and class).")
+    p.add_argument("-ref", "--reference", required=True, metavar="LABELS",
+                   help="folder of reference segmentations: <case>.nii.gz label maps, or AbdomenAtlas "
+                        "<case>/segmentations/<class>.nii.gz or <case>/combined_labels.nii.gz")
+    p.add_argument("-pred", "--prediction", required=True, metavar="PREDICTIONS",
+                   help="folder of predicted segmentations, same layouts; cases are matched by name")
+    p.add_argument("-l", "--labels", default=None,
+                   help="classes: 'liver=1,spleen=2' (name=1+2 for a region), or a dataset.json or plans.json path. "
+                        "Default: dataset.json in or next to the reference folder, else AbdomenAtlas mask names, "
+                        "else every label value found")
+    p.add_argument("--nsd-tolerance-mm", type=float, default=1.0, metavar="MM",
+                   help="surface distance tolerance of the normalised surface Dice, in mm (default: 1)")
+    p.add_argument("-o", "--output-dir", default=None,
+                   help=f"where {SUMMARY_FILE} and {CSV_FILE} go (default: the prediction folder)")
+    p.add_argument("-np", "--num-processes", type=int, default=1, metavar="N",
+                   help="cases evaluated in parallel (default: 1)")
+    add_common_arguments(p)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    summary = evaluate(args.reference, args.prediction, labels=args.labels, nsd_tolerance_mm=args.nsd_tolerance_mm,
+                       output_dir=args.output_dir, num_processes=args.num_processes)
+    print(format_table(summary))
+    # cases missing on either side were already reported by the library's warning log lines
+    print(f"{summary['num_cases']} case(s) evaluated; wrote {summary['files']['summary']} and {summary['files']['csv']}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_command("suprem_evaluate", build_parser(), _run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

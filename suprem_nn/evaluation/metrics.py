@@ -1,0 +1,299 @@
+"""Segmentation metrics on arrays: Dice, IoU and normalised surface Dice (NSD). No file I/O here.
+
+Arrays follow the axis convention of :mod:`suprem_nn.io.geometry`; ``spacing`` is the voxel size in mm along
+each array axis, so anisotropic grids (e.g. 0.8 x 0.8 x 5 mm) are measured in millimetres, not voxels.
+
+Definitions
+-----------
+For a reference mask ``R`` and a predicted mask ``P`` of one class:
+
+* Dice ``= 2 |R ∩ P| / (|R| + |P|)``, IoU ``= |R ∩ P| / |R ∪ P|`` (voxel counts).
+* NSD at tolerance ``tau`` mm (Nikolov et al. 2021, voxel-count variant as in MONAI's
+  ``compute_surface_dice``): the surface ``S(M)`` of a mask is its boundary voxels, i.e. the mask minus its
+  6-connected erosion (voxels on the array border count as boundary). With ``d(x, S)`` the Euclidean
+  distance in mm from voxel ``x`` to the nearest voxel of ``S``::
+
+      NSD = (#{x in S(R): d(x, S(P)) <= tau} + #{y in S(P): d(y, S(R)) <= tau}) / (|S(R)| + |S(P)|)
+
+Empty-mask convention (the same for all three metrics)
+------------------------------------------------------
+* reference empty and prediction empty -> ``NaN`` ("not applicable"). Means over cases skip NaN and
+  report how many cases were skipped (nnU-Net's convention; nothing is rewarded for predicting nothing
+  where nothing is).
+* reference empty, prediction not empty -> ``0.0`` (a pure false positive).
+* reference not empty, prediction empty -> ``0.0`` (a pure miss).
+
+Speed
+-----
+:func:`label_map_counts` gets the true-positive / reference / prediction voxel counts of every label value
+from one ``np.bincount`` over the joint code ``ref * K + pred`` (in slabs, so memory stays bounded).
+Surface distances are computed only inside the bounding box of ``R ∪ P`` padded by one voxel: every
+surface voxel of either mask lies in that box, so the Euclidean distance transform inside it is exact
+(padding by the tolerance too would change no distance), and a small organ in a large CT costs only its
+box. Per-label boxes come from one ``scipy.ndimage.find_objects`` pass over each label map.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+from scipy import ndimage
+
+Box = tuple[slice, slice, slice]
+LabelValue = Union[int, Sequence[int]]
+
+_SLAB_VOXELS = 1 << 24  # voxels per bincount slab (~16M: 128 MiB of int64 codes at most)
+
+
+@dataclass(frozen=True)
+class ClassCounts:
+    """Voxel counts of one class in one case."""
+
+    tp: int
+    n_ref: int
+    n_pred: int
+
+    @property
+    def dice(self) -> float:
+        return dice_from_counts(self.tp, self.n_ref, self.n_pred)
+
+    @property
+    def iou(self) -> float:
+        return iou_from_counts(self.tp, self.n_ref, self.n_pred)
+
+
+def dice_from_counts(tp: int, n_ref: int, n_pred: int) -> float:
+    """Dice from voxel counts; NaN when both masks are empty (see the module docstring)."""
+    denom = n_ref + n_pred
+    return math.nan if denom == 0 else 2.0 * tp / denom
+
+
+def iou_from_counts(tp: int, n_ref: int, n_pred: int) -> float:
+    """IoU from voxel counts; NaN when both masks are empty (see the module docstring)."""
+    union = n_ref + n_pred - tp
+    return math.nan if union == 0 else tp / union
+
+
+def dice(ref: np.ndarray, pred: np.ndarray) -> float:
+    """Dice of two binary masks of the same shape (both empty -> NaN, one empty -> 0)."""
+    ref, pred = _check_pair(ref, pred)
+    tp = int(np.count_nonzero(ref & pred))
+    return dice_from_counts(tp, int(np.count_nonzero(ref)), int(np.count_nonzero(pred)))
+
+
+def iou(ref: np.ndarray, pred: np.ndarray) -> float:
+    """Intersection over union of two binary masks (both empty -> NaN, one empty -> 0)."""
+    ref, pred = _check_pair(ref, pred)
+    tp = int(np.count_nonzero(ref & pred))
+    return iou_from_counts(tp, int(np.count_nonzero(ref)), int(np.count_nonzero(pred)))
+
+
+def surface(mask: np.ndarray) -> np.ndarray:
+    """Boundary voxels of a binary mask: the mask minus its 6-connected erosion (array border = outside)."""
+    mask = np.asarray(mask, dtype=bool)
+    face_neighbours = ndimage.generate_binary_structure(mask.ndim, 1)
+    return mask & ~ndimage.binary_erosion(mask, structure=face_neighbours, border_value=0)
+
+
+def surface_dice(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 1.0) -> float:
+    """Normalised surface Dice of two binary masks at ``tolerance_mm`` (see the module docstring).
+
+    ``spacing`` is the voxel size in mm along each array axis. Both empty -> NaN, one empty -> 0.
+    """
+    ref, pred = _check_pair(ref, pred)
+    box = union_box(bounding_box(ref), bounding_box(pred), ref.shape, pad=1)
+    if box is None:
+        return math.nan
+    return surface_dice_in_box(ref[box], pred[box], spacing, tolerance_mm)
+
+
+def surface_dice_in_box(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance_mm: float) -> float:
+    """NSD of two masks already cropped to (a padded box around) their union; no further cropping."""
+    _check_tolerance(tolerance_mm)
+    spacing = _check_spacing(spacing, ref.ndim)
+    has_ref, has_pred = bool(ref.any()), bool(pred.any())
+    if not has_ref and not has_pred:
+        return math.nan
+    if not has_ref or not has_pred:
+        return 0.0
+    if np.array_equal(ref, pred):
+        return 1.0
+    s_ref, s_pred = surface(ref), surface(pred)
+    # Distance (mm) from every voxel to the nearest surface voxel of the other mask; exact inside the box
+    # because every surface voxel of both masks lies inside it.
+    d_to_pred = ndimage.distance_transform_edt(~s_pred, sampling=spacing)
+    d_to_ref = ndimage.distance_transform_edt(~s_ref, sampling=spacing)
+    # A tiny slack keeps voxels exactly at the tolerance (e.g. 1 voxel of 1.0 mm at tau = 1 mm) inside it
+    # despite floating-point rounding of the distance.
+    tol = tolerance_mm + 1e-6
+    good = np.count_nonzero(d_to_pred[s_ref] <= tol) + np.count_nonzero(d_to_ref[s_pred] <= tol)
+    return float(good / (np.count_nonzero(s_ref) + np.count_nonzero(s_pred)))
+
+
+def bounding_box(mask: np.ndarray) -> Optional[Box]:
+    """Tight box (tuple of slices) around the non-zero voxels of ``mask``, or None when it is empty."""
+    boxes = ndimage.find_objects(np.asarray(mask, dtype=bool).view(np.uint8), max_label=1)
+    return boxes[0] if boxes and boxes[0] is not None else None
+
+
+def union_box(a: Optional[Box], b: Optional[Box], shape: Sequence[int], pad: int = 1) -> Optional[Box]:
+    """Smallest box holding both boxes, grown by ``pad`` voxels and clipped to ``shape``; None if both None."""
+    boxes = [x for x in (a, b) if x is not None]
+    if not boxes:
+        return None
+    return tuple(slice(max(0, min(x[d].start for x in boxes) - pad), min(int(shape[d]), max(x[d].stop for x in boxes) + pad))
+                 for d in range(len(shape)))
+
+
+def label_boxes(label_map: np.ndarray) -> dict[int, Box]:
+    """Bounding box of every label value > 0 present in an integer label map (one pass)."""
+    if label_map.size == 0:
+        return {}
+    top = int(label_map.max())
+    if top <= 0:
+        return {}
+    arr = label_map if label_map.dtype.kind in "iu" else label_map.astype(np.int64)
+    return {v + 1: box for v, box in enumerate(ndimage.find_objects(arr, max_label=top)) if box is not None}
+
+
+def label_map_counts(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Joint histogram ``C[a, b]`` = number of voxels with reference value ``a`` and predicted value ``b``.
+
+    Both arrays must hold non-negative integers. One ``np.bincount`` over ``ref * K + pred`` per slab of
+    ~16M voxels, so memory stays bounded for any volume size.
+    """
+    ref, pred = np.asarray(ref), np.asarray(pred)
+    if ref.shape != pred.shape:
+        raise ValueError(f"reference shape {ref.shape} differs from prediction shape {pred.shape}")
+    for a in (ref, pred):
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"label maps must hold integers, got {a.dtype}")
+    k = max(int(ref.max(initial=0)), int(pred.max(initial=0))) + 1
+    if min(int(ref.min(initial=0)), int(pred.min(initial=0))) < 0:
+        raise ValueError("label maps must not hold negative values")
+    flat_r, flat_p = ref.reshape(-1), pred.reshape(-1)
+    code_type = np.int32 if k * k < 2 ** 31 else np.int64
+    hist = np.zeros(k * k, dtype=np.int64)
+    for start in range(0, flat_r.size, _SLAB_VOXELS):
+        r = flat_r[start:start + _SLAB_VOXELS].astype(code_type)
+        r *= k
+        r += flat_p[start:start + _SLAB_VOXELS]
+        hist += np.bincount(r, minlength=k * k)
+    return hist.reshape(k, k)
+
+
+def present_labels(ref: np.ndarray, pred: np.ndarray) -> list[int]:
+    """Sorted label values > 0 found in either integer label map."""
+    found = set()
+    for a in (ref, pred):
+        if a.size:
+            found.update(int(v) for v in np.flatnonzero(np.bincount(np.asarray(a).reshape(-1))))
+    return sorted(v for v in found if v > 0)
+
+
+def counts_for(confusion: np.ndarray, value: LabelValue) -> ClassCounts:
+    """Counts of one class from a joint histogram; ``value`` is a label value or a region (list of values)."""
+    values = _values(value)
+    k = confusion.shape[0]
+    idx = [v for v in values if 0 <= v < k]
+    if not idx:
+        return ClassCounts(0, 0, 0)
+    idx = np.asarray(idx)
+    return ClassCounts(int(confusion[np.ix_(idx, idx)].sum()), int(confusion[idx, :].sum()),
+                       int(confusion[:, idx].sum()))
+
+
+def evaluate_label_maps(ref: np.ndarray, pred: np.ndarray, classes: Mapping[str, LabelValue],
+                        spacing: Sequence[float], tolerance_mm: float = 1.0) -> dict[str, dict]:
+    """Dice, IoU and NSD of every class of two integer label maps on the same grid.
+
+    ``classes`` maps a class name to its label value, or to a list of values for a region (the class is the
+    union of those values, as in nnU-Net's region-based dataset.json). Returns
+    ``{name: {"dice", "iou", "nsd", "tp", "n_ref", "n_pred"}}`` with the empty-mask convention of this module.
+    """
+    ref, pred = np.asarray(ref), np.asarray(pred)
+    _check_tolerance(tolerance_mm)
+    spacing = _check_spacing(spacing, ref.ndim)
+    confusion = label_map_counts(ref, pred)
+    ref_boxes, pred_boxes = label_boxes(ref), label_boxes(pred)
+    out = {}
+    for name, value in classes.items():
+        values = _values(value)
+        c = counts_for(confusion, values)
+        if c.n_ref == 0 or c.n_pred == 0:
+            nsd = math.nan if c.n_ref == c.n_pred == 0 else 0.0
+        else:
+            box = None
+            for v in values:
+                box = union_box(box, ref_boxes.get(v), ref.shape, pad=0)
+                box = union_box(box, pred_boxes.get(v), ref.shape, pad=0)
+            box = union_box(box, None, ref.shape, pad=1)
+            r, p = _class_mask(ref[box], values), _class_mask(pred[box], values)
+            nsd = surface_dice_in_box(r, p, spacing, tolerance_mm)
+        out[name] = class_result(c, nsd)
+    return out
+
+
+def evaluate_masks(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 1.0,
+                   ref_box: Optional[Box] = None, pred_box: Optional[Box] = None) -> dict:
+    """Dice, IoU and NSD of one pair of binary masks; boxes (when known) save a pass over each mask.
+
+    ``ref_box``/``pred_box`` must hold every non-zero voxel of their mask when given.
+    """
+    ref, pred = _check_pair(ref, pred)
+    if ref_box is None:
+        ref_box = bounding_box(ref)
+    if pred_box is None:
+        pred_box = bounding_box(pred)
+    box = union_box(ref_box, pred_box, ref.shape, pad=1)
+    if box is None:
+        return class_result(ClassCounts(0, 0, 0), math.nan)
+    r, p = ref[box], pred[box]
+    c = ClassCounts(int(np.count_nonzero(r & p)), int(np.count_nonzero(r)), int(np.count_nonzero(p)))
+    return class_result(c, surface_dice_in_box(r, p, spacing, tolerance_mm))
+
+
+def class_result(c: ClassCounts, nsd: float) -> dict:
+    return {"dice": c.dice, "iou": c.iou, "nsd": float(nsd), "tp": c.tp, "n_ref": c.n_ref, "n_pred": c.n_pred}
+
+
+def nanmean_with_count(values: Iterable[float]) -> tuple[float, int, int]:
+    """``(mean of the non-NaN values, how many were used, how many NaN were skipped)``; NaN when none used."""
+    vals = [float(v) for v in values]
+    used = [v for v in vals if not math.isnan(v)]
+    return (sum(used) / len(used) if used else math.nan), len(used), len(vals) - len(used)
+
+
+def _class_mask(arr: np.ndarray, values: list[int]) -> np.ndarray:
+    return arr == values[0] if len(values) == 1 else np.isin(arr, values)
+
+
+def _values(value: LabelValue) -> list[int]:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        vals = [int(v) for v in value]
+    else:
+        vals = [int(value)]
+    if not vals:
+        raise ValueError("a region needs at least one label value")
+    return vals
+
+
+def _check_pair(ref: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref, pred = np.asarray(ref).astype(bool, copy=False), np.asarray(pred).astype(bool, copy=False)
+    if ref.shape != pred.shape:
+        raise ValueError(f"reference shape {ref.shape} differs from prediction shape {pred.shape}")
+    return ref, pred
+
+
+def _check_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]:
+    sp = tuple(float(s) for s in spacing)
+    if len(sp) != ndim or not all(math.isfinite(s) and s > 0 for s in sp):
+        raise ValueError(f"spacing must be {ndim} positive numbers (mm), got {tuple(spacing)}")
+    return sp
+
+
+def _check_tolerance(tolerance_mm: float) -> None:
+    if not (math.isfinite(float(tolerance_mm)) and float(tolerance_mm) >= 0):
+        raise ValueError(f"NSD tolerance must be a finite number of mm >= 0, got {tolerance_mm}")
