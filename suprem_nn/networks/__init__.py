@@ -1,0 +1,60 @@
+"""SuPreM backbones (U-Net, SegResNet, Swin UNETR), the Universal-Model head and a safe checkpoint loader.
+
+All networks take (B, C_in, X, Y, Z) float tensors and return logits
+(B, C_out, X, Y, Z); X, Y, Z must be divisible by ``NETWORK_DIVISIBILITY[name]``.
+"""
+
+from .checkpoint import (
+    CheckpointError,
+    LoadReport,
+    ParsedCheckpoint,
+    init_from_pretrained,
+    is_universal_model,
+    load_checkpoint_file,
+    load_universal_model,
+    read_checkpoint,
+)
+from .class_maps import DIRECT_INFERENCE_TARGETS, SUPREM_CLASS_MAPS, class_names_for
+from .fabricate import RELEASED_FILE_NAMES, RELEASED_KEY_COUNTS, make_fake_released_checkpoint
+from .memory import estimate_memory_bytes, measure_saved_activation_bytes
+from .registry import (
+    NETWORK_DIVISIBILITY,
+    NETWORK_SPECS,
+    build_network,
+    build_universal_model,
+    uses_batch_statistics,
+)
+from .swinunetr import PatchMergingV09, SuPreMSwinUNETR
+from .unet3d import BatchStatsBatchNorm3d, UNet3D
+from .universal import UniversalModel
+from .segresnet import SuPreMSegResNet
+
+__all__ = [
+    "BatchStatsBatchNorm3d",
+    "CheckpointError",
+    "DIRECT_INFERENCE_TARGETS",
+    "LoadReport",
+    "NETWORK_DIVISIBILITY",
+    "NETWORK_SPECS",
+    "ParsedCheckpoint",
+    "PatchMergingV09",
+    "RELEASED_FILE_NAMES",
+    "RELEASED_KEY_COUNTS",
+    "SUPREM_CLASS_MAPS",
+    "SuPreMSegResNet",
+    "SuPreMSwinUNETR",
+    "UNet3D",
+    "UniversalModel",
+    "build_network",
+    "build_universal_model",
+    "class_names_for",
+    "estimate_memory_bytes",
+    "init_from_pretrained",
+    "is_universal_model",
+    "load_checkpoint_file",
+    "load_universal_model",
+    "make_fake_released_checkpoint",
+    "measure_saved_activation_bytes",
+    "read_checkpoint",
+    "uses_batch_statistics",
+]

@@ -1,0 +1,55 @@
+"""SuPreM's SegResNet: MONAI's ``SegResNet`` in the released configuration.
+
+init_filters 16, blocks_down (1, 2, 2, 4), blocks_up (1, 1, 1), GroupNorm(8),
+ReLU, non-trainable (trilinear) up-sampling.  MONAI 0.9 and >= 1.5 give the
+same keys and outputs for this network, so MONAI's class is used unchanged;
+the subclass only adds a clear input check (MONAI fails deep inside the
+decoder with a size-mismatch error otherwise).
+
+Tensor axis order: (B, C, X, Y, Z); spatial sizes divisible by 8.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import SegResNet
+
+__all__ = ["SuPreMSegResNet", "SEGRESNET_DIVISIBILITY", "SEGRESNET_INPUT_CONV_KEYS", "SEGRESNET_HEAD_KEYS"]
+
+SEGRESNET_DIVISIBILITY = 8
+SEGRESNET_INPUT_CONV_KEYS = ("convInit.conv.weight",)
+# Only the final 1x1x1 conv is task specific; conv_final.0 (GroupNorm) is part
+# of the pretrained network and is loaded during fine-tuning.
+SEGRESNET_HEAD_KEYS = ("conv_final.2.conv.weight", "conv_final.2.conv.bias")
+
+
+class SuPreMSegResNet(SegResNet):
+    """MONAI SegResNet with SuPreM's constructor values.
+
+    Args:
+        in_channels: image channels of the (B, in_channels, X, Y, Z) input.
+        out_channels: logit channels of the (B, out_channels, X, Y, Z) output.
+        init_filters, blocks_down, blocks_up: SuPreM values by default.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, init_filters: int = 16,
+                 blocks_down: tuple[int, ...] = (1, 2, 2, 4), blocks_up: tuple[int, ...] = (1, 1, 1)) -> None:
+        super().__init__(
+            spatial_dims=3,
+            init_filters=init_filters,
+            in_channels=int(in_channels),
+            out_channels=int(out_channels),
+            dropout_prob=0.0,
+            blocks_down=tuple(blocks_down),
+            blocks_up=tuple(blocks_up),
+        )
+        self.divisibility = 2 ** (len(blocks_down) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"SegResNet expects (B, {self.in_channels}, X, Y, Z) input, got {tuple(x.shape)}")
+        if any(s % self.divisibility for s in x.shape[2:]):
+            raise ValueError(
+                f"SegResNet spatial sizes must be divisible by {self.divisibility}, got {tuple(x.shape[2:])}"
+            )
+        return super().forward(x)

@@ -1,0 +1,105 @@
+"""The CLIP-driven "Universal Model" head stored in the released U-Net and Swin UNETR files.
+
+Each class c has a text embedding e_c (row c of the ``organ_embedding``
+buffer, 512-d CLIP features).  For every image the network predicts, per
+class, the parameters of a tiny 3-layer 1x1x1 conv head (8 -> 8 -> 8 -> 1) from
+[global image feature, projected e_c], and applies it to an 8-channel
+full-resolution feature map.  Channel c of the output is therefore an
+independent binary logit for class c: apply ``sigmoid`` per channel, never
+softmax across channels.
+
+Tensor axis order: (B, C, X, Y, Z).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .swinunetr import SuPreMSwinUNETR
+from .unet3d import UNet3D
+
+__all__ = ["UniversalModel", "HEAD_WEIGHT_SIZES", "HEAD_BIAS_SIZES", "UNIVERSAL_HEAD_PREFIXES"]
+
+TEXT_DIM = 512
+COND_DIM = 256
+HEAD_CHANNELS = 8
+# Dynamic head: weights of conv 8->8, 8->8, 8->1, then their biases (153 numbers per class).
+HEAD_WEIGHT_SIZES = (HEAD_CHANNELS * HEAD_CHANNELS, HEAD_CHANNELS * HEAD_CHANNELS, HEAD_CHANNELS)
+HEAD_BIAS_SIZES = (HEAD_CHANNELS, HEAD_CHANNELS, 1)
+UNIVERSAL_HEAD_PREFIXES = ("organ_embedding", "precls_conv.", "GAP.", "controller.", "text_to_vision.")
+
+
+class UniversalModel(nn.Module):
+    """Backbone + text-conditioned dynamic heads.
+
+    Args:
+        backbone: ``"unet"`` or ``"swinunetr"``.
+        num_classes: C, the number of rows of ``organ_embedding`` (32 in the released files).
+        in_channels: image channels of the (B, in_channels, X, Y, Z) input.
+        batch_stats_in_eval: passed to the U-Net backbone (ignored for Swin).
+
+    ``forward`` returns logits (B, C, X, Y, Z) with sigmoid semantics.
+    """
+
+    def __init__(self, backbone: str, num_classes: int, in_channels: int = 1, batch_stats_in_eval: bool = True) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.backbone_name = backbone
+        self.num_classes = int(num_classes)
+        # Registered first so it is the first state-dict key, as in the released files.
+        self.register_buffer("organ_embedding", torch.randn(self.num_classes, TEXT_DIM))
+        if backbone == "unet":
+            self.backbone = UNet3D(in_channels, out_channels=None, batch_stats_in_eval=batch_stats_in_eval)
+            bottleneck, decoder = UNet3D.bottleneck_channels, UNet3D.decoder_channels
+        elif backbone == "swinunetr":
+            self.backbone = SuPreMSwinUNETR(in_channels, out_channels=None)
+            bottleneck, decoder = 16 * self.backbone.feature_size, self.backbone.feature_size
+        else:
+            raise ValueError(f"Universal Model backbone must be 'unet' or 'swinunetr', got {backbone!r}")
+        self.precls_conv = nn.Sequential(
+            nn.GroupNorm(16, decoder), nn.ReLU(inplace=True), nn.Conv3d(decoder, HEAD_CHANNELS, kernel_size=1)
+        )
+        self.GAP = nn.Sequential(
+            nn.GroupNorm(16, bottleneck), nn.ReLU(inplace=True), nn.AdaptiveAvgPool3d(1),
+            nn.Conv3d(bottleneck, COND_DIM, kernel_size=1),
+        )
+        self.controller = nn.Conv3d(2 * COND_DIM, sum(HEAD_WEIGHT_SIZES) + sum(HEAD_BIAS_SIZES), kernel_size=1)
+        self.text_to_vision = nn.Linear(TEXT_DIM, COND_DIM)
+
+    @property
+    def in_channels(self) -> int:
+        return self.backbone.in_channels
+
+    def head_parameters(self, x_feat: torch.Tensor) -> torch.Tensor:
+        """Per-class dynamic-head parameters for one image: (C, 153) from a (256,) global feature."""
+        task = F.relu(self.text_to_vision(self.organ_embedding))  # (C, 256)
+        cond = torch.cat([x_feat.unsqueeze(0).expand(self.num_classes, -1), task], dim=1)  # (C, 512)
+        return self.controller(cond[:, :, None, None, None]).flatten(1)
+
+    def _apply_heads(self, feat8: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Run the C dynamic heads on one (8, X, Y, Z) feature map -> (C, X, Y, Z) logits.
+
+        The C heads are evaluated as one grouped convolution over the feature map
+        repeated C times (groups=C), which keeps each class's head independent.
+        """
+        c = self.num_classes
+        splits = torch.split(params, HEAD_WEIGHT_SIZES + HEAD_BIAS_SIZES, dim=1)
+        weights, biases = splits[:3], splits[3:]
+        x = feat8.unsqueeze(0).repeat(1, c, 1, 1, 1)  # (1, 8C, X, Y, Z), class-major
+        for layer, (w, b) in enumerate(zip(weights, biases)):
+            out_ch = w.shape[1] // HEAD_CHANNELS  # 8, 8, then 1
+            x = F.conv3d(x, w.reshape(c * out_ch, HEAD_CHANNELS, 1, 1, 1), b.reshape(c * out_ch), groups=c)
+            if layer < len(weights) - 1:
+                x = F.relu(x)
+        return x[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bottleneck, decoder = self.backbone.forward_features(x)
+        x_feat = self.GAP(bottleneck).flatten(1)  # (B, 256)
+        feats = self.precls_conv(decoder)  # (B, 8, X, Y, Z)
+        # One image at a time: each image conditions its own set of C heads,
+        # and this bounds the (8C, X, Y, Z) intermediate to a single image.
+        return torch.stack([self._apply_heads(feats[i], self.head_parameters(x_feat[i])) for i in range(x.shape[0])])
