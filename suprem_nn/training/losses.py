@@ -1,0 +1,80 @@
+"""Training losses and the per-epoch pseudo-Dice counts.
+
+Shapes: logits ``(B, C, X, Y, Z)``. Targets are the cache's segmentation layout:
+exclusive plans ``(B, 1, X, Y, Z)`` integer labels 0..K (C = K + 1 softmax
+channels, channel 0 = background); multi-label plans ``(B, K, X, Y, Z)`` binary
+masks (C = K sigmoid channels, masks may overlap).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SMOOTH = 1e-5
+
+
+def soft_dice(probs: torch.Tensor, onehot: torch.Tensor, batch_dice: bool = True) -> torch.Tensor:
+    """Mean soft Dice over channels of ``probs``/``onehot`` (B, C, ...).
+
+    ``batch_dice`` sums over the batch as one volume (nnU-Net's 3D default), which
+    keeps a class absent from one patch from dominating the gradient.
+    """
+    axes = (0, *range(2, probs.dim())) if batch_dice else tuple(range(2, probs.dim()))
+    intersect = (probs * onehot).sum(axes)
+    denom = probs.sum(axes) + onehot.sum(axes)
+    return ((2 * intersect + SMOOTH) / (denom + SMOOTH).clamp_min(1e-8)).mean()
+
+
+class DiceCELoss(nn.Module):
+    """Exclusive labels: cross-entropy + (1 - soft Dice over the foreground channels)."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        labels = target[:, 0].long()
+        ce = F.cross_entropy(logits, labels)
+        probs = torch.softmax(logits, 1)
+        onehot = F.one_hot(labels, logits.shape[1]).movedim(-1, 1).to(probs.dtype)
+        return ce + 1 - soft_dice(probs[:, 1:], onehot[:, 1:])
+
+
+class DiceBCELoss(nn.Module):
+    """Multi-label masks: binary cross-entropy with logits + (1 - soft sigmoid Dice), as SuPreM pretrained."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        target = target.to(logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        return bce + 1 - soft_dice(torch.sigmoid(logits), target)
+
+
+def make_loss(multilabel: bool) -> nn.Module:
+    return DiceBCELoss() if multilabel else DiceCELoss()
+
+
+@torch.no_grad()
+def dice_counts(logits: torch.Tensor, target: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """True positives, false positives and false negatives per foreground class: (3, K) float64.
+
+    Summed over every voxel of the batch, so counts from many batches (and many
+    ranks) add up to nnU-Net's global "pseudo-Dice" of validation patches.
+    """
+    if multilabel:
+        pred = logits > 0          # sigmoid > 0.5
+        ref = target.bool()
+    else:
+        k = logits.shape[1]
+        pred = F.one_hot(logits.argmax(1), k).movedim(-1, 1)[:, 1:].bool()
+        ref = F.one_hot(target[:, 0].long(), k).movedim(-1, 1)[:, 1:].bool()
+    axes = (0, *range(2, pred.dim()))
+    tp = (pred & ref).sum(axes)
+    fp = (pred & ~ref).sum(axes)
+    fn = (~pred & ref).sum(axes)
+    return torch.stack([tp, fp, fn]).double()
+
+
+def dice_from_counts(counts: torch.Tensor) -> list[float]:
+    """Per-class Dice ``2TP / (2TP + FP + FN)``; NaN for a class absent from both prediction and reference."""
+    tp, fp, fn = counts
+    denom = 2 * tp + fp + fn
+    return [float("nan") if d == 0 else float(2 * t / d) for t, d in zip(tp.tolist(), denom.tolist())]

@@ -1,0 +1,98 @@
+"""Cross-validation splits: ``<preprocessed>/<dataset>/splits_final.json`` (nnU-Net's format).
+
+The file is a JSON list of ``{"train": [case ids], "val": [case ids]}``, one entry
+per fold. It is written once (5 folds, shuffled with ``RandomState(12345)`` like
+nnU-Net's ``KFold(5, shuffle=True, random_state=12345)``) and then respected as is,
+so a user may edit it to choose their own folds.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+
+from ..errors import SupremError
+from ..utils.atomic import atomic_write_json
+
+SPLITS_FILE = "splits_final.json"
+NUM_FOLDS = 5
+SPLIT_SEED = 12345
+
+Fold = Union[int, str]
+
+
+def kfold_splits(case_ids: Sequence[str], n_folds: int = NUM_FOLDS, seed: int = SPLIT_SEED) -> list[dict]:
+    """Shuffle the sorted ids with ``RandomState(seed)`` and cut them into ``n_folds`` folds.
+
+    Fold sizes follow sklearn's KFold: the first ``n % n_folds`` folds get one extra case.
+    With fewer cases than folds, there are only ``len(case_ids)`` folds.
+    """
+    ids = sorted(case_ids)
+    if len(ids) < 2:
+        raise SupremError(f"cross-validation needs at least 2 cases, found {len(ids)}; train fold 'all' instead")
+    n_folds = min(n_folds, len(ids))
+    order = np.arange(len(ids))
+    np.random.RandomState(seed).shuffle(order)
+    sizes = np.full(n_folds, len(ids) // n_folds, dtype=int)
+    sizes[: len(ids) % n_folds] += 1
+    splits, start = [], 0
+    for size in sizes:
+        val_idx = set(order[start:start + size].tolist())
+        start += size
+        splits.append({"train": [ids[i] for i in range(len(ids)) if i not in val_idx],
+                       "val": [ids[i] for i in sorted(val_idx)]})
+    return splits
+
+
+def load_or_create_splits(dataset_folder: Path, case_ids: Sequence[str]) -> list[dict]:
+    """Read ``splits_final.json`` from ``dataset_folder``, or write it from ``case_ids`` first.
+
+    A user-edited file must only name cases that exist in the cache.
+    """
+    path = Path(dataset_folder) / SPLITS_FILE
+    if not path.is_file():
+        atomic_write_json(path, kfold_splits(case_ids))
+    try:
+        splits = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SupremError(f"not valid JSON ({exc}); fix it or delete it to get a fresh 5-fold split", path) from None
+    if not isinstance(splits, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("train"), list) and isinstance(s.get("val"), list)
+            for s in splits):
+        raise SupremError('expected a list of {"train": [...], "val": [...]} objects', path)
+    known = set(case_ids)
+    for k, s in enumerate(splits):
+        unknown = sorted((set(s["train"]) | set(s["val"])) - known)
+        if unknown:
+            raise SupremError(f"fold {k} names cases that are not in the preprocessed cache: {unknown[:5]}", path)
+    return splits
+
+
+def cases_for_fold(dataset_folder: Path, case_ids: Sequence[str], fold: Fold) -> tuple[list[str], list[str]]:
+    """(training cases, validation cases) of ``fold``; fold ``"all"`` trains and validates on every case."""
+    if fold == "all":
+        ids = sorted(case_ids)
+        return ids, ids
+    splits = load_or_create_splits(dataset_folder, case_ids)
+    if not 0 <= int(fold) < len(splits):
+        raise SupremError(f"fold {fold} does not exist; {Path(dataset_folder) / SPLITS_FILE} "
+                          f"defines folds 0-{len(splits) - 1}")
+    s = splits[int(fold)]
+    if not s["train"] or not s["val"]:
+        raise SupremError(f"fold {fold} has an empty train or val list", Path(dataset_folder) / SPLITS_FILE)
+    return list(s["train"]), list(s["val"])
+
+
+def parse_fold(text: str) -> Fold:
+    """``"0"``..``"4"`` -> int, ``"all"`` -> ``"all"``."""
+    if str(text) == "all":
+        return "all"
+    try:
+        k = int(text)
+    except ValueError:
+        raise SupremError(f"FOLD must be a number 0-4 or 'all', got {text!r}") from None
+    if k < 0:
+        raise SupremError(f"FOLD must be a number 0-4 or 'all', got {text!r}")
+    return k
