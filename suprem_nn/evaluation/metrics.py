@@ -121,15 +121,59 @@ def surface_dice_in_box(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[flo
     if np.array_equal(ref, pred):
         return 1.0
     s_ref, s_pred = surface(ref), surface(pred)
-    # Distance (mm) from every voxel to the nearest surface voxel of the other mask; exact inside the box
-    # because every surface voxel of both masks lies inside it.
-    d_to_pred = ndimage.distance_transform_edt(~s_pred, sampling=spacing)
-    d_to_ref = ndimage.distance_transform_edt(~s_ref, sampling=spacing)
-    # A tiny slack keeps voxels exactly at the tolerance (e.g. 1 voxel of 1.0 mm at tau = 1 mm) inside it
-    # despite floating-point rounding of the distance.
-    tol = tolerance_mm + 1e-6
-    good = np.count_nonzero(d_to_pred[s_ref] <= tol) + np.count_nonzero(d_to_ref[s_pred] <= tol)
+    good = count_within_tolerance(s_ref, s_pred, spacing, tolerance_mm) + \
+        count_within_tolerance(s_pred, s_ref, spacing, tolerance_mm)
     return float(good / (np.count_nonzero(s_ref) + np.count_nonzero(s_pred)))
+
+
+def count_within_tolerance(src: np.ndarray, dst: np.ndarray, spacing: Sequence[float], tolerance_mm: float,
+                           method: str = "auto") -> int:
+    """How many ``True`` voxels of ``src`` lie within ``tolerance_mm`` (Euclidean, in mm) of a ``True`` voxel of ``dst``.
+
+    Two exact methods give the same count: ``"offsets"`` looks every ``src`` voxel up at each voxel offset
+    of the tolerance ball (fast when the ball is a few voxels, the usual case: 1 mm at ~1 mm spacing is
+    5-7 offsets); ``"edt"`` uses ``scipy.ndimage.distance_transform_edt(~dst, sampling=spacing)`` (cost
+    independent of the tolerance). ``"auto"`` picks the cheaper one. Voxels outside the arrays count as
+    not in ``dst``; a 1e-6 mm slack keeps a neighbour exactly at the tolerance inside it.
+    """
+    spacing = _check_spacing(spacing, src.ndim)
+    tol = float(tolerance_mm) + 1e-6
+    n_src = int(np.count_nonzero(src))
+    if n_src == 0 or not dst.any():
+        return 0
+    offsets = _ball_offsets(spacing, tol)
+    if method == "auto":
+        # measured (2 cores): one offset lookup ~3 ns even without early exit, one EDT voxel ~90 ns
+        method = "offsets" if len(offsets) * n_src <= 16 * src.size else "edt"
+    if method == "edt":
+        dist = ndimage.distance_transform_edt(~dst, sampling=spacing)
+        return int(np.count_nonzero(dist[src] <= tol))
+    if method != "offsets":
+        raise ValueError(f"unknown method {method!r}")
+    reach = np.abs(offsets).max(axis=0)
+    padded = np.pad(dst, [(int(r), int(r)) for r in reach])
+    strides = np.array(padded.strides) // padded.itemsize
+    flat = padded.reshape(-1)
+    base = (np.stack(np.nonzero(src), axis=1) + reach) @ strides
+    covered = flat[base]
+    for off in offsets[1:]:
+        pending = ~covered
+        if not pending.any():
+            break
+        idx = np.flatnonzero(pending)
+        covered[idx] = flat[base[idx] + int(off @ strides)]
+    return int(np.count_nonzero(covered))
+
+
+def _ball_offsets(spacing: tuple[float, ...], tol: float) -> np.ndarray:
+    """Integer voxel offsets whose length in mm is <= ``tol``, nearest first (the zero offset first)."""
+    reach = [int(np.floor(tol / s)) for s in spacing]
+    grids = np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij")
+    offs = np.stack([g.reshape(-1) for g in grids], axis=1)
+    length = np.sqrt(((offs * np.asarray(spacing)) ** 2).sum(axis=1))
+    keep = length <= tol
+    order = np.argsort(length[keep], kind="stable")
+    return offs[keep][order]
 
 
 def bounding_box(mask: np.ndarray) -> Optional[Box]:
