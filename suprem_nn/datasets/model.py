@@ -1,0 +1,96 @@
+"""Data classes of a raw dataset: :class:`Case`, :class:`RawDataset` and :class:`Problem`."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+LAYOUT_NNUNET = "nnunet"
+LAYOUT_ABDOMENATLAS = "abdomenatlas"
+
+# AbdomenAtlas 1.1 class order (label value = position + 1). AbdomenAtlas mask names that appear here take
+# these positions; other names follow alphabetically. The same order is
+# ``suprem_nn.networks.class_maps.ABDOMENATLAS_1_1`` (a test checks they agree).
+ABDOMENATLAS_ORDER = (
+    "aorta", "gall_bladder", "kidney_left", "kidney_right", "liver", "pancreas", "postcava", "spleen", "stomach",
+    "adrenal_gland_left", "adrenal_gland_right", "bladder", "celiac_trunk", "colon", "duodenum", "esophagus",
+    "femur_left", "femur_right", "hepatic_vessel", "intestine", "lung_left", "lung_right",
+    "portal_vein_and_splenic_vein", "prostate", "rectum",
+)
+
+
+@dataclass
+class Case:
+    """One case of a raw dataset."""
+
+    case_id: str
+    images: list[Path]            # one per channel, in channel order (a DICOM series folder is allowed)
+    label: Optional[Path] = None  # nnU-Net: exclusive label map
+    masks: dict[str, Path] = field(default_factory=dict)  # AbdomenAtlas: class name -> binary mask file
+
+    def annotated_classes(self) -> list[str]:
+        """AbdomenAtlas: the classes this case has a mask for (a class without a mask is "not annotated")."""
+        return list(self.masks)
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a dataset. ``case_id`` is None for problems of the dataset as a whole."""
+
+    case_id: Optional[str]
+    path: Optional[Path]
+    message: str
+
+    def format(self, root: Optional[Path] = None) -> str:
+        """``"case X: <file>: <problem>"``; the file is shown relative to ``root`` when it lies inside it."""
+        who = f"case {self.case_id}" if self.case_id is not None else "dataset"
+        if self.path is None:
+            return f"{who}: {self.message}"
+        return f"{who}: {_display_path(self.path, root)}: {self.message}"
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+@dataclass
+class RawDataset:
+    """A raw dataset as found on disk, before any image is read.
+
+    ``layout_problems`` and ``layout_warnings`` hold what was noticed while listing files (badly named files,
+    duplicate case ids, labels without images...); :func:`~suprem_nn.datasets.verify_dataset` reports them
+    together with the problems found by reading the files.
+    """
+
+    name: str
+    path: Path
+    layout: str                       # "nnunet" | "abdomenatlas"
+    channel_names: list[str]
+    class_names: list[str]            # foreground classes only
+    label_values: list[int]           # nnU-Net: value in the label map per class; AbdomenAtlas: 1..K
+    cases: list[Case]                 # training cases, sorted by id
+    test_cases: list[Case]            # imagesTs (nnU-Net); [] for AbdomenAtlas
+    file_ending: str
+    num_training_declared: Optional[int] = None   # nnU-Net dataset.json numTraining
+    layout_problems: list[Problem] = field(default_factory=list)
+    layout_warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        """Foreground classes."""
+        return len(self.class_names)
+
+    def case(self, case_id: str) -> Case:
+        for c in self.cases:
+            if c.case_id == case_id:
+                return c
+        raise KeyError(case_id)
+
+
+def _display_path(path: Path, root: Optional[Path]) -> str:
+    if root is not None:
+        try:
+            return os.fspath(Path(path).relative_to(root))
+        except ValueError:
+            pass
+    return os.fspath(path)
