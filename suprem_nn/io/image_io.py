@@ -55,6 +55,8 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> tuple[np.n
     path = Path(path)
     if not path.exists():
         raise ImageReadError("file not found", path)
+    if path.is_file() and path.name.lower().endswith(".nii.gz"):
+        _check_gzip_complete(path)
     try:
         if path.is_dir():
             image = _read_dicom_series(path)
@@ -64,7 +66,20 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> tuple[np.n
         raise
     except RuntimeError as exc:
         raise ImageReadError(f"cannot read image ({_short_itk_message(exc)})", path) from None
-    return _to_array(image, path, check_finite)
+    array, geometry = _to_array(image, path, check_finite)
+    if check_finite and np.issubdtype(array.dtype, np.floating) and image_ending(path) in (".nii", ".nii.gz"):
+        _check_nifti_finite(path)
+    return array, geometry
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """ITK's NIfTI reader turns NaN into 0 silently; look at the stored values with nibabel."""
+    import nibabel as nib
+
+    stored = np.asarray(nib.load(str(path)).dataobj)
+    if not np.isfinite(stored).all():
+        raise ImageReadError(f"image holds {int(stored.size - np.isfinite(stored).sum())} NaN or infinite voxels",
+                             path)
 
 
 def read_geometry(path: str | os.PathLike) -> Geometry:
@@ -138,6 +153,37 @@ def _to_array(image: sitk.Image, path: Path, check_finite: bool) -> tuple[np.nda
         raise ImageReadError(f"image holds {n_bad} NaN or infinite voxels", path)
     geometry = Geometry(tuple(int(s) for s in size), spacing, tuple(float(v) for v in image.GetOrigin()), direction)
     return array, geometry
+
+
+def _check_gzip_complete(path: Path) -> None:
+    """Reject a truncated ``.nii.gz`` (ITK silently zero-fills a short gzip stream).
+
+    The gzip trailer stores the uncompressed size (mod 2^32); it must equal the NIfTI
+    header's data offset plus the voxel bytes. Only when it does not is the whole
+    stream decompressed to tell a truncated file from a file with trailing bytes.
+    """
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * \
+            header.get_data_dtype().itemsize
+    except Exception:  # unreadable header: SimpleITK reports the problem in its own words
+        return
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(f.read(4), "little")
+    if isize == expected % 2**32:
+        return
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ImageReadError(f"file is truncated or corrupt ({exc})", path) from None
 
 
 def _short_itk_message(exc: Exception) -> str:
