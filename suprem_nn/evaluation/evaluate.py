@@ -158,7 +158,7 @@ def evaluate_case(reference: CaseSource, prediction: CaseSource, classes: Option
         _check_same_grid(ref_geo, reference.label_map, pred_geo, prediction.label_map)
         if classes is None:
             classes = {str(v): v for v in metrics.present_labels(ref, pred)}
-        per_class = metrics.evaluate_label_maps(ref, pred, classes, ref_geo.spacing, tol)
+        per_class = metrics.evaluate_label_maps(ref, pred, classes, ref_geo.spacing[::-1], tol)
     else:
         if classes is None:
             raise SupremError("class names are needed to compare AbdomenAtlas mask folders; pass -l", reference.folder)
@@ -381,7 +381,7 @@ def _evaluate_with_masks(reference: CaseSource, prediction: CaseSource, classes,
         if ref.geo is not None and pred.geo is not None:
             _check_same_grid(ref.geo, ref.geo_path, pred.geo, pred.geo_path)
         geo = ref.geo or pred.geo
-        box = None if geo is None else metrics.union_box(ref_box, pred_box, geo.shape, pad=1)
+        box = None if geo is None else metrics.union_box(ref_box, pred_box, geo.shape[::-1], pad=1)
         if box is None:
             per_class[name] = metrics.class_result(metrics.ClassCounts(0, 0, 0), math.nan)
             continue
@@ -389,7 +389,7 @@ def _evaluate_with_masks(reference: CaseSource, prediction: CaseSource, classes,
         r = ref_fn(box) if ref_fn is not None else np.zeros(shape, dtype=bool)
         p = pred_fn(box) if pred_fn is not None else np.zeros(shape, dtype=bool)
         counts = metrics.ClassCounts(int(np.count_nonzero(r & p)), int(np.count_nonzero(r)), int(np.count_nonzero(p)))
-        per_class[name] = metrics.class_result(counts, metrics.surface_dice_in_box(r, p, geo.spacing, tol))
+        per_class[name] = metrics.class_result(counts, metrics.surface_dice_in_box(r, p, geo.spacing[::-1], tol))
     for side in (ref, pred):
         if side.map is None and len(side.missing) == len(classes):
             raise SupremError(f"no mask file for any class to evaluate ({_preview(list(classes))}); found "
@@ -398,14 +398,19 @@ def _evaluate_with_masks(reference: CaseSource, prediction: CaseSource, classes,
     return per_class, ref.geo or pred.geo, missing
 
 
+# Arrays read here are returned with their axes REVERSED ([k, j, i]; the geometry stays as read): read_image
+# gives a transposed view of ITK's C-ordered buffer, whose .T is C-contiguous for free, and bincount /
+# find_objects / erosion run several times faster in memory order. Metrics are invariant when axes and spacing
+# are reversed together, so metric calls below pass ``geo.spacing[::-1]`` and ``geo.shape[::-1]``.
+
 def _read_label_map(path: Path) -> tuple[np.ndarray, Geometry]:
     arr, geo = read_image(path)
-    return _as_labels(arr, path), geo
+    return np.ascontiguousarray(_as_labels(arr, path).T), geo
 
 
 def _read_mask(path: Path) -> tuple[np.ndarray, Geometry]:
     arr, geo = read_image(path)
-    return _as_labels(arr, path) > 0, geo
+    return np.ascontiguousarray((_as_labels(arr, path) > 0).T), geo
 
 
 def _as_labels(arr: np.ndarray, path: Path) -> np.ndarray:

@@ -28,9 +28,12 @@ Speed
 :func:`label_map_counts` gets the true-positive / reference / prediction voxel counts of every label value
 from one ``np.bincount`` over the joint code ``ref * K + pred`` (in slabs, so memory stays bounded).
 Surface distances are computed only inside the bounding box of ``R ∪ P`` padded by one voxel: every
-surface voxel of either mask lies in that box, so the Euclidean distance transform inside it is exact
-(padding by the tolerance too would change no distance), and a small organ in a large CT costs only its
-box. Per-label boxes come from one ``scipy.ndimage.find_objects`` pass over each label map.
+surface voxel of either mask lies in that box, so distances inside it are exact (padding by the tolerance
+too would change no count), and a small organ in a large CT costs only its box. Per-label boxes come from
+one ``scipy.ndimage.find_objects`` pass over each label map. Whether a surface voxel lies within the
+tolerance is answered exactly either by looking it up at each voxel offset of the (anisotropic) tolerance
+ball, which is a handful of offsets for the usual 1-2 mm, or by ``distance_transform_edt(sampling=spacing)``
+when the ball is large; :func:`count_within_tolerance` picks the cheaper one and both give identical counts.
 """
 from __future__ import annotations
 
@@ -260,6 +263,10 @@ def evaluate_label_maps(ref: np.ndarray, pred: np.ndarray, classes: Mapping[str,
     ref, pred = np.asarray(ref), np.asarray(pred)
     _check_tolerance(tolerance_mm)
     spacing = _check_spacing(spacing, ref.ndim)
+    if not ref.flags.c_contiguous and ref.T.flags.c_contiguous and pred.T.flags.c_contiguous:
+        # read_image returns transposed (Fortran-ordered) views; every metric is unchanged when the axes and the
+        # spacing are reversed together, and memory-order passes are several times faster.
+        ref, pred, spacing = ref.T, pred.T, spacing[::-1]
     confusion = label_map_counts(ref, pred)
     ref_boxes, pred_boxes = label_boxes(ref), label_boxes(pred)
     out = {}

@@ -269,3 +269,19 @@ def test_label_specs(real_ct, tmp_path):
     bad.write_text("{not json")
     with pytest.raises(SupremError, match="not valid JSON"):
         parse_label_spec(str(bad))
+
+
+def test_mask_folders_measure_anisotropic_spacing_per_axis(real_ct, tmp_path):
+    # AbdomenAtlas masks on the 0.977 x 0.977 x 2 mm case: the per-class path must use each axis' spacing
+    atlas = make_abdomenatlas_dataset(tmp_path, "Atlas", cases=["ts_upper_abdomen_ce_dicom"], organs=["liver"],
+                                      add_overlap=False)
+    case = "BDMAP_00000001"
+    mask_path = atlas / case / "segmentations" / "liver.nii.gz"
+    liver, geo = read_image(mask_path)
+    nsd = {}
+    for axis in (0, 2):
+        pred = tmp_path / f"pred{axis}" / case / "segmentations"
+        pred.mkdir(parents=True)
+        write_image(_shift(liver > 0, axis).astype(np.uint8), geo, pred / "liver.nii.gz")
+        nsd[axis] = evaluate_folder(atlas, pred.parents[1], output_dir=tmp_path)["cases"][case]["classes"]["liver"]["nsd"]
+    assert nsd[0] == 1.0 and 0.5 < nsd[2] < 0.95
