@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..errors import DatasetError
+
 LAYOUT_NNUNET = "nnunet"
 LAYOUT_ABDOMENATLAS = "abdomenatlas"
 
@@ -81,16 +83,21 @@ class RawDataset:
         return len(self.class_names)
 
     def case(self, case_id: str) -> Case:
+        """The training case ``case_id``; DatasetError naming the dataset when there is none."""
         for c in self.cases:
             if c.case_id == case_id:
                 return c
-        raise KeyError(case_id)
+        raise DatasetError(f"no training case {case_id!r} in dataset {self.name} ({len(self.cases)} cases)",
+                           self.path)
 
 
 def _display_path(path: Path, root: Optional[Path]) -> str:
     if root is not None:
         try:
-            return os.fspath(Path(path).relative_to(root))
+            rel = Path(path).relative_to(root)
         except ValueError:
             pass
+        else:
+            if rel.parts:  # the root itself is shown in full
+                return os.fspath(rel)
     return os.fspath(path)

@@ -191,7 +191,7 @@ def _check_label(case: Case, cid: str, spec: _Spec, ref: Optional[Geometry], pro
     if path is None:
         return None
     if not path.exists():
-        problems.append(Problem(cid, path, f"missing label file (expected labelsTr/{path.name})"))
+        problems.append(Problem(cid, path, "missing label file: every training case needs its label map in labelsTr/"))
         return None
     got = _read(path, cid, problems)
     if got is None:

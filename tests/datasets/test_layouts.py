@@ -46,6 +46,8 @@ def test_nnunet_dataset_loads_by_name_id_and_path(raw, query):
     assert c.label == folder.resolve() / "labelsTr" / f"{SM}.nii.gz"
     assert [(t.case_id, t.label) for t in ds.test_cases] == [(SM, None)]
     assert ds.layout_problems == [] and ds.layout_warnings == []
+    with pytest.raises(DatasetError, match=r"no training case 'nope' in dataset Dataset101_RealCT \(2 cases\)"):
+        ds.case("nope")
 
 
 def test_nnunet_read_case_gives_stored_dtypes_and_raw_label_values(raw, real_ct):
