@@ -49,7 +49,7 @@ class Problem:
         who = f"case {self.case_id}" if self.case_id is not None else "dataset"
         if self.path is None:
             return f"{who}: {self.message}"
-        return f"{who}: {_display_path(self.path, root)}: {self.message}"
+        return f"{who}: {display_path(self.path, root)}: {self.message}"
 
     def __str__(self) -> str:
         return self.format()
@@ -91,7 +91,8 @@ class RawDataset:
                            self.path)
 
 
-def _display_path(path: Path, root: Optional[Path]) -> str:
+def display_path(path: Path, root: Optional[Path]) -> str:
+    """``path`` relative to ``root`` when inside it (the root itself and outside paths in full)."""
     if root is not None:
         try:
             rel = Path(path).relative_to(root)

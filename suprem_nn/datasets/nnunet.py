@@ -5,7 +5,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import DatasetError
 from ..io.image_io import IMAGE_ENDINGS, image_ending, strip_ending

@@ -14,7 +14,7 @@ from ..errors import DatasetError, ImageReadError
 from ..io.geometry import Geometry
 from ..io.image_io import read_image
 from .checks import describe_values, grid_difference, integer_label_values, is_binary, nifti_file_problems
-from .model import LAYOUT_NNUNET, Case, Problem, RawDataset
+from .model import LAYOUT_NNUNET, Case, Problem, RawDataset, display_path
 from .nnunet import test_case_id
 
 
@@ -46,7 +46,7 @@ class VerificationReport:
             for who, group in _group(items):
                 lines.append(f"  {who}:")
                 for p in group:
-                    where = "" if p.path is None else Problem(None, p.path, "").format(self.path)[len("dataset: "):]
+                    where = "" if p.path is None else f"{display_path(p.path, self.path)}: "
                     lines.append(f"    {where}{p.message}")
         return "\n".join(lines)
 

@@ -384,7 +384,7 @@ def test_every_problem_of_a_dataset_appears_in_one_report(tmp_path):
     text = str(report)
     assert "6 problem(s)" in text and "1 warning(s)" in text
     assert text.count("  case extra0:\n") == 1 and text.count("  case extra2:\n") == 1
-    assert f"    labelsTr/extra0.nii.gz: label values 99" in text
+    assert "    labelsTr/extra0.nii.gz: label values 99" in text
 
 
 def test_parallel_verification_matches_serial_and_shows_progress(folder, capsys):
