@@ -54,7 +54,8 @@ RECIPE_DEFAULTS = {"adamw_cosine": {"lr": 1e-4, "weight_decay": 1e-5},
                    "sgd_poly": {"lr": 1e-2, "weight_decay": 3e-5}}
 _FIELDS = {f.name for f in dataclasses.fields(TrainingConfig)}
 _PLAN_KEYS = {"epochs": "epochs", "lr": "lr", "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs",
-              "iterations_per_epoch": "iterations_per_epoch", "batch_size": "batch_size"}
+              "iterations_per_epoch": "iterations_per_epoch", "batch_size": "batch_size",
+              "freeze_encoder_epochs": "freeze_encoder_epochs"}
 
 
 def read_config_file(path: str | Path) -> dict:

@@ -1,0 +1,69 @@
+"""``suprem_train DATASET FOLD``: fine-tune SuPreM (or train from scratch) on one fold of a planned dataset."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .common import add_common_arguments, run_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="suprem_train",
+        description="Train one cross-validation fold. Every setting is also a field of a --config JSON file; "
+                    "all of them are recorded in <results>/<dataset>/<plan>/fold_<k>/config.json.")
+    p.add_argument("dataset", help="dataset name (Dataset101_X), numeric id (101) or raw folder path")
+    p.add_argument("fold", help="0-4, or 'all' to train on every case")
+    p.add_argument("--plan", dest="plan_name", help="plan name (default: suprem_<backbone> with --pretrained, "
+                                                    "else the dataset's only plan)")
+    init = p.add_mutually_exclusive_group()
+    init.add_argument("--pretrained", choices=["unet", "segresnet", "swinunetr"],
+                      help="initialise from the SuPreM backbone (default when the plan was planned --pretrained)")
+    init.add_argument("--from-scratch", action="store_true", default=None, help="random initialisation")
+    p.add_argument("--pretrained-checkpoint", metavar="PATH",
+                   help="SuPreM weights file (default: $SUPREM_WEIGHTS/<file> or ~/suprem_nn_data/weights/<file>)")
+    p.add_argument("--allow-unsafe-checkpoint", action="store_true", default=None,
+                   help="allow unpickling a legacy weights file that plain tensors cannot describe (trusted files only)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--iterations-per-epoch", type=int)
+    p.add_argument("--val-iterations", type=int, help="validation batches per epoch for the pseudo-Dice (0: none)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-4 adamw_cosine, 1e-2 sgd_poly)")
+    p.add_argument("--batch-size", type=int, help="patches per process and step (default: the plan's)")
+    p.add_argument("--recipe", choices=["adamw_cosine", "sgd_poly"])
+    p.add_argument("--freeze-encoder-epochs", type=int, help="keep the pretrained encoder frozen for N epochs")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--num-gpus", type=int, help="data-parallel processes on this node (torchrun sets its own)")
+    p.add_argument("--num-workers", type=int, help="data-loading processes per training process (0: in-process)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
+    p.add_argument("--no-final-validation", dest="final_validation", action="store_false", default=None,
+                   help="skip the sliding-window validation of whole cases at the end")
+    p.add_argument("--config", dest="config_file", metavar="FILE", help="JSON object of training settings")
+    p.add_argument("--continue", dest="continue_training", action="store_true",
+                   help="resume this fold from its last complete epoch")
+    add_common_arguments(p)
+    return p
+
+
+_OPTION_NAMES = ("plan_name", "pretrained", "from_scratch", "pretrained_checkpoint", "allow_unsafe_checkpoint",
+                 "epochs", "iterations_per_epoch", "val_iterations", "lr", "batch_size", "recipe",
+                 "freeze_encoder_epochs", "device", "num_gpus", "num_workers", "seed", "compile", "final_validation")
+
+
+def _body(args: argparse.Namespace) -> int:
+    from ..training import train
+    options = {k: getattr(args, k) for k in _OPTION_NAMES if getattr(args, k) is not None}
+    record = train(args.dataset, args.fold, config_file=args.config_file, continue_training=args.continue_training,
+                   echo=not args.quiet, **options)
+    if record and record.get("final_validation_mean_dice") is not None:
+        print(f"final validation mean Dice: {record['final_validation_mean_dice']:.4f}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_command("suprem_train", build_parser(), _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

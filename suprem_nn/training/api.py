@@ -1,0 +1,55 @@
+"""``train(dataset, fold, **options)``: what ``suprem_train`` runs."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from . import distributed as ddp
+from .config import TrainingConfig, read_config_file, resolve_config
+from .splits import parse_fold
+
+
+def train(dataset: str, fold="0", config_file: Optional[str] = None, continue_training: bool = False,
+          echo: bool = True, **options) -> Optional[dict]:
+    """Train one fold of ``dataset`` and return the last epoch's metrics (rank 0; None on other ranks).
+
+    ``options`` are :class:`~suprem_nn.training.config.TrainingConfig` fields (e.g. ``pretrained="unet"``,
+    ``epochs=50``, ``num_gpus=2``); they override ``config_file`` (JSON), which overrides the plan's recipe.
+    Under torchrun (``RANK``/``WORLD_SIZE`` set) this process is one rank; with ``num_gpus > 1`` and no
+    torchrun environment, ``num_gpus`` processes are spawned on this node.
+    """
+    fold = parse_fold(str(fold))
+    file_settings = read_config_file(config_file) if config_file else {}
+    cfg = _resolve(dataset, file_settings, options)
+    env = ddp.from_environment()
+    if env is None and cfg.num_gpus > 1:
+        ddp.spawn(_run_rank, cfg.num_gpus, (dataset, fold, cfg, continue_training, echo))
+        return None
+    return _run_rank(dataset, fold, cfg, continue_training, echo, env)
+
+
+def _resolve(dataset: str, file_settings: dict, options: dict) -> TrainingConfig:
+    from ..planning import find_plan
+    plan_name = options.get("plan_name") or file_settings.get("plan_name")
+    pretrained = options.get("pretrained") or file_settings.get("pretrained")
+    if not plan_name and pretrained:
+        plan_name = f"suprem_{pretrained}"
+    _, plan = find_plan(dataset, plan_name)
+    return resolve_config(plan.training, file_settings, options)
+
+
+def _run_rank(dataset, fold, cfg: TrainingConfig, continue_training: bool, echo: bool,
+              env: Optional[ddp.DistInfo] = None):
+    from .trainer import Trainer
+    info = env or ddp.from_environment() or ddp.DistInfo()
+    if info.enabled and cfg.device in ("auto", "cpu") and not os.environ.get("OMP_NUM_THREADS"):
+        # N CPU processes each using every core only fight over them
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
+    trainer = Trainer(dataset, fold, cfg, continue_training=continue_training, dist=info, echo=echo)
+    try:
+        trainer.setup()
+        record = trainer.run()
+        return record if info.is_main else None
+    finally:
+        ddp.shutdown()
