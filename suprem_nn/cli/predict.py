@@ -1,0 +1,80 @@
+"""``suprem_predict -i INPUT -o OUTPUT``: wraps :func:`suprem_nn.inference.predict`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .common import add_common_arguments, run_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="suprem_predict",
+        description="Segment CT images with a trained suprem_nn model or a released SuPreM checkpoint. Outputs "
+                    "land on the input's exact grid (shape, spacing, origin, direction).")
+    p.add_argument("-i", "--input", required=True,
+                   help="image file, folder of images (CASE_0000.nii.gz or plain names), DICOM series folder, or "
+                        "AbdomenAtlas folder (CASE/ct.nii.gz)")
+    p.add_argument("-o", "--output", required=True, help="output folder (or a .nii.gz file for a single input)")
+    src = p.add_argument_group("model (choose one)")
+    src.add_argument("-m", "--model-folder", help="trained model folder holding plans.json and fold_<k>/")
+    src.add_argument("-d", "--dataset", help="dataset name or id; the model is looked up under SUPREM_RESULTS")
+    src.add_argument("-p", "--plan", help="plan name with -d (needed when the dataset has several)")
+    src.add_argument("--suprem", choices=["unet", "segresnet", "swinunetr"],
+                     help="run a released SuPreM checkpoint with SuPreM's direct-inference recipe")
+    src.add_argument("--checkpoint", help="the released SuPreM .pth file (with --suprem)")
+    p.add_argument("-f", "--folds", nargs="+", default=["0"], help="folds to ensemble (default: 0); 'all' allowed")
+    p.add_argument("--checkpoint-name", default="checkpoint_final.pth", help="checkpoint file inside fold_<k>/")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--step-size", type=float, default=None,
+                   help="window spacing as a fraction of the patch (default 0.5; 0.25 with --suprem)")
+    p.add_argument("--disable-tta", action="store_true", help="no mirroring test-time augmentation (up to 8x faster)")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--fp32", action="store_true", help="force float32 (default on CPU; CUDA defaults to bf16)")
+    prec.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU (see documentation)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format for the network")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="also write <case>.npz (float16 probabilities in network space) and <case>.json")
+    p.add_argument("--per-class", action="store_true", help="also write <out>/<case>/segmentations/<class>.nii.gz")
+    p.add_argument("--classes", help="comma-separated class names to output (default: all; with --suprem the 9 "
+                                     "AbdomenAtlas-1.0 organs)")
+    p.add_argument("--fast", action="store_true", help="predict at twice the planned spacing (preview quality)")
+    p.add_argument("--postprocess", choices=["largest-component"], default=None,
+                   help="keep the largest 26-connected component per class (default with --suprem)")
+    p.add_argument("-np", "--num-workers", type=int, default=1,
+                   help="background threads for reading/preprocessing the next cases and writing the previous "
+                        "one while the network runs (0: everything in sequence)")
+    p.add_argument("--overwrite", action="store_true", help="re-predict cases whose output already exists")
+    p.add_argument("--statistics", action="store_true", help="write statistics.json (volume in ml, mean HU per class)")
+    p.add_argument("--preview", action="store_true", help="write <case>_preview.png (axial + coronal overlay)")
+    add_common_arguments(p)
+    return p
+
+
+def _body(args: argparse.Namespace) -> int:
+    from ..inference import predict
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    summary = predict(args.input, args.output, args.model_folder, dataset=args.dataset, plan=args.plan,
+                      folds=args.folds, checkpoint_name=args.checkpoint_name, suprem=args.suprem,
+                      checkpoint=args.checkpoint, device=args.device, step_size=args.step_size,
+                      disable_tta=args.disable_tta, save_probabilities=args.save_probabilities,
+                      per_class=args.per_class, classes=classes, fast=args.fast, postprocess=args.postprocess,
+                      num_workers=args.num_workers, overwrite=args.overwrite, bf16=args.bf16, fp32=args.fp32,
+                      channels_last=args.channels_last, statistics=args.statistics, preview=args.preview,
+                      progress=not args.quiet)
+    done = len(summary.cases)
+    print(f"suprem_predict: {done} case(s) predicted, {len(summary.skipped)} already done, "
+          f"{len(summary.failures)} failed; report: {summary.report_path}", file=sys.stderr)
+    for f in summary.failures:
+        print(f"suprem_predict: failed: {f['case']}: {f['file']}: {f['problem']}", file=sys.stderr)
+    return 1 if summary.failures else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_command("suprem_predict", build_parser(), _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

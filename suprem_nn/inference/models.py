@@ -1,0 +1,163 @@
+"""Where the networks come from: a trained model folder, a dataset name, or a released SuPreM file.
+
+A model folder is ``<folder>/plans.json`` plus ``fold_<k>/<checkpoint_name>`` (written by
+training; this module never imports training). Checkpoints load with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import SupremError
+from ..paths import results_root
+from ..planning.plans import Normalization, Plan
+
+AA10_TARGETS = ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava",
+                "pancreas"]
+
+
+class ModelError(SupremError):
+    """A model folder, fold or checkpoint is missing or unusable."""
+
+
+def load_model_folder(folder: str | Path, folds: Sequence[str | int] = (0,),
+                      checkpoint_name: str = "checkpoint_final.pth") -> tuple[Plan, list[nn.Module]]:
+    """The plan and one eval-mode CPU network per fold of a trained model folder."""
+    from ..networks import build_network
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError("model folder not found", folder)
+    plan = Plan.load(folder / "plans.json")
+    if not folds:
+        folds = sorted((p.name[5:] for p in folder.glob("fold_*") if (p / checkpoint_name).is_file()),
+                       key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+        if not folds:
+            raise ModelError(f"no fold_*/{checkpoint_name} in the model folder", folder)
+    networks = []
+    for fold in folds:
+        path = folder / f"fold_{fold}" / checkpoint_name
+        if not path.is_file():
+            have = sorted(p.name for p in folder.glob("fold_*"))
+            raise ModelError(f"checkpoint missing (folds present: {', '.join(have) or 'none'})", path)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated or foreign files: one line, not a pickle traceback
+            raise ModelError(f"cannot load checkpoint ({str(exc).splitlines()[0][:200]})", path) from None
+        if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
+            raise ModelError("not a suprem_nn checkpoint (no 'network_weights')", path)
+        if ckpt.get("network", plan.network) != plan.network:
+            raise ModelError(f"checkpoint holds a '{ckpt.get('network')}' network but plans.json says "
+                             f"'{plan.network}'", path)
+        net = build_network(plan.network, plan.num_inputs, plan.num_outputs, **plan.network_kwargs)
+        try:
+            net.load_state_dict(ckpt["network_weights"])
+        except RuntimeError as exc:
+            raise ModelError(f"weights do not fit the planned network ({str(exc).splitlines()[0][:200]})",
+                             path) from None
+        networks.append(net.eval())
+    return plan, networks
+
+
+def resolve_dataset_model(dataset: str, plan_name: Optional[str] = None) -> Path:
+    """``<SUPREM_RESULTS>/<dataset folder>/<plan>``; ``dataset`` may be a full name or a numeric id."""
+    root = results_root()
+    name = dataset
+    if not (root / name).is_dir() and root.is_dir():
+        folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if re.fullmatch(r"\d{1,3}", name):
+            hits = [f for f in folders if f.startswith(f"Dataset{int(name):03d}_")]
+        else:
+            hits = [f for f in folders if re.fullmatch(rf"Dataset\d{{3}}_{re.escape(name)}", f)]
+        if len(hits) == 1:
+            name = hits[0]
+    folder = root / name
+    if not folder.is_dir():
+        raise ModelError(f"no trained models for dataset '{dataset}' (set SUPREM_RESULTS or train first)", folder)
+    plans = sorted(p.name for p in folder.iterdir() if (p / "plans.json").is_file())
+    if plan_name is None:
+        if len(plans) != 1:
+            raise ModelError(f"dataset has {len(plans)} trained plans ({', '.join(plans) or 'none'}); "
+                             "choose one with -p", folder)
+        plan_name = plans[0]
+    if plan_name not in plans:
+        raise ModelError(f"no trained plan '{plan_name}' (found: {', '.join(plans) or 'none'})", folder)
+    return folder / plan_name
+
+
+def suprem_direct_plan(backbone: str) -> Plan:
+    """The plan of SuPreM's direct-inference recipe for a released checkpoint, built from ``plans/<backbone>.json``.
+
+    RAS, 1.5 mm (linear resampling in all axes, as MONAI ``Spacingd``), HU [-175, 250] -> [0, 1] clipped,
+    crop to voxels above -175 HU, 96^3 windows, sigmoid per class, no mirroring, 32-class template.
+    """
+    from ..planning.presets import load_preset
+
+    preset = load_preset(backbone)
+    conv = preset["input_convention"]
+    norm = conv["normalization"]
+    names = list(preset["class_map"]["names"])
+    return Plan(
+        dataset_name="SuPreM_direct", plan_name=f"suprem_{backbone}_direct", network=preset["network"],
+        pretrained=backbone, channel_names=["CT"], class_names=names, label_values=list(range(1, len(names) + 1)),
+        multilabel=preset["class_map"]["activation"] == "sigmoid", orientation=conv["orientation"],
+        target_spacing=[float(v) for v in conv["spacing_mm"]],
+        normalization=[Normalization(norm["scheme"], float(norm["lower"]), float(norm["upper"]))],
+        crop_threshold=float(conv["crop_foreground_above_hu"]),
+        patch_size=[int(v) for v in preset.get("direct_inference", {}).get("window", preset["pretraining_patch"])],
+        batch_size=1, divisibility=int(preset["divisibility"]), median_shape=[96, 96, 96],
+        image_order=1, label_order=1, anisotropy_threshold=1000.0,  # MONAI Spacingd: bilinear on every axis
+        network_kwargs=dict(preset.get("network_kwargs", {})), mirror_axes=[],
+        notes=["SuPreM direct-inference recipe (direct_inference/inference.py), built from plans/"
+               f"{backbone}.json"])
+
+
+def suprem_direct_defaults(backbone: str) -> dict:
+    """Step size, threshold and default output classes of the direct-inference recipe."""
+    from ..planning.presets import load_preset
+
+    preset = load_preset(backbone)
+    di = preset.get("direct_inference", {})
+    return {"step_size": 1.0 - float(di.get("overlap", 0.75)),
+            "classes": list(preset["class_map"].get("direct_inference_targets", AA10_TARGETS)),
+            "postprocess": "largest-component"}
+
+
+def load_suprem_released(backbone: str, checkpoint: str | Path) -> tuple[Plan, list[nn.Module]]:
+    """Plan and network for direct inference with a released SuPreM Universal/SegResNet file."""
+    from ..networks import load_universal_model
+    from ..networks.checkpoint import CheckpointError
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ModelError("checkpoint file not found", checkpoint)
+    plan = suprem_direct_plan(backbone)
+    try:
+        model, _report = load_universal_model(checkpoint, backbone=backbone)
+    except CheckpointError as exc:
+        raise ModelError(str(exc)) from None
+    n_out = _count_outputs(model, plan)
+    if n_out != len(plan.class_names):
+        from ..networks import SUPREM_CLASS_MAPS
+
+        names = SUPREM_CLASS_MAPS.get(n_out)
+        if names is None:
+            raise ModelError(f"checkpoint has {n_out} output classes; known SuPreM class maps have "
+                             f"{sorted(SUPREM_CLASS_MAPS)}", checkpoint)
+        plan.class_names = list(names)
+        plan.label_values = list(range(1, n_out + 1))
+    return plan, [model.eval()]
+
+
+def _count_outputs(model: nn.Module, plan: Plan) -> int:
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int):
+        return n
+    with torch.inference_mode():
+        d = max(plan.divisibility, 16)
+        return int(model.eval()(torch.zeros(1, plan.num_inputs, d, d, d)).shape[1])
+

@@ -1,0 +1,268 @@
+"""Predict one case: preprocess, sliding window over every fold, average, export to the original grid.
+
+Output rules (the user-visible contract):
+
+* Exclusive plans (softmax): probabilities of background + K classes are averaged over folds,
+  resampled back to the original grid linearly (chunk by chunk of classes, keeping a running
+  argmax, so memory holds one chunk and never all K channels at full resolution), and the argmax
+  becomes the label map with the plan's ``label_values``.
+* Multi-label plans (sigmoid): each class is resampled the same way and thresholded at 0.5,
+  giving one mask per class (masks may overlap). The combined label map writes class ``k``'s
+  ``label_values[k]`` in class order, so **where masks overlap the higher class index wins**
+  (SuPreM's ``combined_labels`` rule).
+* ``postprocess="largest-component"`` keeps the largest 26-connected component of every class
+  (on the original grid, so the written files hold exactly one component per class).
+
+All arrays returned are on the original file's grid and axis order (``[i, j, k]``, see
+:mod:`suprem_nn.io.geometry`); label maps are uint8 when the largest value is < 256, else uint16.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import SupremError
+from ..io.geometry import Geometry
+from ..planning.plans import Plan
+from .sliding_window import network_uses_batch_statistics, sliding_window_predict
+
+__all__ = ["PredictionResult", "Predictor", "PreparedCase"]
+
+CHUNK_CLASSES = 4  # classes resampled together during export (bounds memory at 4 full-size float32 arrays)
+
+
+@dataclass
+class PreparedCase:
+    """A case in network space, ready for the network pass."""
+
+    case_id: str
+    data: np.ndarray           # (C, x, y, z) float32, network space
+    props: object              # suprem_nn.preprocessing.CaseProperties
+    images: list[np.ndarray]   # original arrays (for statistics / previews)
+    geometry: Geometry
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class PredictionResult:
+    """A case's prediction on the original grid."""
+
+    case_id: str
+    geometry: Geometry
+    label_map: np.ndarray                             # (i, j, k) uint8/uint16 values = plan label values
+    class_names: list[str]                            # the classes present in label_map / masks
+    class_values: list[int]                           # label value of each class in label_map
+    masks: Optional[np.ndarray] = None                # (K, i, j, k) uint8, multi-label plans only
+    probabilities: Optional[np.ndarray] = None        # network-space (K, x, y, z) float16, if requested
+    props: object = None
+    timings: dict = field(default_factory=dict)
+
+
+class Predictor:
+    """Run a plan's networks (one per fold) on cases and map the result back to their original grid.
+
+    Args:
+        plan: the plan the networks were trained with (preprocessing, patch, classes).
+        networks: one network per fold; probabilities are averaged over them.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        step_size: window spacing as a fraction of the patch.
+        use_mirroring: mirror TTA over ``plan.mirror_axes``.
+        windows_per_batch: windows per forward call (forced to 1 for batch-statistics networks).
+        autocast_dtype: ``torch.bfloat16`` to run the network under autocast, None for float32.
+        channels_last: channels_last_3d memory format for the network (CPU convolutions).
+        postprocess: None or ``"largest-component"``.
+        classes: restrict outputs to these class names (default: all of the plan's classes).
+        spacing_factor: multiply the plan's target spacing (2.0 = ``--fast`` preview quality).
+        keep_probabilities: keep the network-space probabilities (float16) in the result.
+        progress: tqdm bar over windows.
+    """
+
+    def __init__(self, plan: Plan, networks: Sequence[nn.Module], device: str = "cpu", step_size: float = 0.5,
+                 use_mirroring: bool = True, windows_per_batch: int = 2, autocast_dtype: Optional[torch.dtype] = None,
+                 channels_last: bool = False, postprocess: Optional[str] = None,
+                 classes: Optional[Sequence[str]] = None, spacing_factor: float = 1.0,
+                 keep_probabilities: bool = False, progress: bool = False):
+        if not networks:
+            raise ValueError("Predictor needs at least one network")
+        if postprocess not in (None, "largest-component"):
+            raise SupremError(f"unknown postprocessing '{postprocess}' (choose: largest-component)")
+        self.device = _check_device(device)
+        self.plan = plan
+        if spacing_factor != 1.0:
+            self.plan = copy.deepcopy(plan)
+            self.plan.target_spacing = [s * spacing_factor for s in plan.target_spacing]
+        self.networks = [n.to(self.device).eval() for n in networks]
+        if channels_last:
+            self.networks = [n.to(memory_format=torch.channels_last_3d) for n in self.networks]
+        self.step_size = float(step_size)
+        self.mirror_axes = tuple(plan.mirror_axes) if use_mirroring else ()
+        self.windows_per_batch = int(windows_per_batch)
+        self.autocast_dtype = autocast_dtype
+        self.channels_last = channels_last
+        self.postprocess = postprocess
+        self.keep_probabilities = keep_probabilities
+        self.progress = progress
+        if classes:
+            unknown = [c for c in classes if c not in plan.class_names]
+            if unknown:
+                raise SupremError(f"unknown classes {unknown}; the model predicts: {', '.join(plan.class_names)}")
+            self.class_indices = [plan.class_names.index(c) for c in classes]
+        else:
+            self.class_indices = list(range(len(plan.class_names)))
+        self.class_indices.sort()  # plan order, so the documented overlap rule (higher index wins) holds
+
+    @classmethod
+    def from_model_folder(cls, folder, folds=(0,), checkpoint_name: str = "checkpoint_final.pth", device="cpu",
+                          **kw) -> "Predictor":
+        from .models import load_model_folder
+
+        plan, networks = load_model_folder(folder, folds, checkpoint_name)
+        return cls(plan, networks, device=device, **kw)
+
+    # ------------------------------------------------------------------ stages
+    def prepare(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PreparedCase:
+        """Preprocess one case into network space (CPU; safe to run in a background thread)."""
+        from ..preprocessing import preprocess_images
+
+        if len(images) != self.plan.num_inputs:
+            raise SupremError(f"case '{case_id}' has {len(images)} image channel(s), the model expects "
+                              f"{self.plan.num_inputs} ({', '.join(self.plan.channel_names)})")
+        t0 = time.perf_counter()
+        data, props = preprocess_images(list(images), geometry, self.plan, case_id)
+        return PreparedCase(case_id, data, props, list(images), geometry,
+                            {"preprocess": time.perf_counter() - t0})
+
+    def network_pass(self, case: PreparedCase) -> torch.Tensor:
+        """Fold-averaged probabilities ``(K', x, y, z)`` float32 on the CPU (K' = kept channels)."""
+        sigmoid = self.plan.multilabel
+        keep = self.class_indices if sigmoid and len(self.class_indices) < len(self.plan.class_names) else None
+        data = torch.from_numpy(np.ascontiguousarray(case.data))
+        total = None
+        for net in self.networks:
+            probs = sliding_window_predict(
+                net, data, self.plan.patch_size, self.step_size, self.mirror_axes,
+                windows_per_batch=self.windows_per_batch, device=self.device,
+                activation="sigmoid" if sigmoid else "softmax", pad_value=self._pad_value(),
+                skip_constant_windows=True, keep_channels=keep, autocast_dtype=self.autocast_dtype,
+                channels_last=self.channels_last, progress=self.progress)
+            total = probs if total is None else total.add_(probs)
+        if len(self.networks) > 1:
+            total /= len(self.networks)
+        return total
+
+    def export(self, case: PreparedCase, probs: torch.Tensor) -> PredictionResult:
+        """Probabilities in network space -> label map (and masks) on the original grid."""
+        t0 = time.perf_counter()
+        plan, props = self.plan, case.props
+        shape = tuple(case.geometry.shape)
+        names = [plan.class_names[k] for k in self.class_indices]
+        values = [plan.label_values[k] for k in self.class_indices]
+        dtype = np.uint8 if max(values + [0]) < 256 else np.uint16
+        masks = None
+        if plan.multilabel:
+            # probs holds only the kept channels when a subset was requested, else all classes.
+            rows = list(range(len(self.class_indices))) if probs.shape[0] == len(self.class_indices) \
+                else self.class_indices
+            masks = np.zeros((len(rows),) + shape, dtype=np.uint8)
+            for start in range(0, len(rows), CHUNK_CLASSES):
+                chunk = rows[start:start + CHUNK_CLASSES]
+                restored = self._restore(probs[chunk].numpy(), props)
+                masks[start:start + len(chunk)] = restored > 0.5
+            if self.postprocess == "largest-component":
+                for c in range(len(masks)):
+                    masks[c] = keep_largest_component(masks[c])
+            label_map = np.zeros(shape, dtype=dtype)
+            for c, v in enumerate(values):  # later (higher-index) classes overwrite earlier ones
+                label_map[masks[c] > 0] = v
+        else:
+            best = None
+            index = np.zeros(shape, dtype=np.int16)
+            for start in range(0, probs.shape[0], CHUNK_CLASSES):
+                chunk = list(range(start, min(start + CHUNK_CLASSES, probs.shape[0])))
+                fill = [1.0 if c == 0 else 0.0 for c in chunk]  # outside the crop box: background
+                restored = self._restore(probs[chunk].numpy(), props, fill)
+                for i, c in enumerate(chunk):
+                    if best is None:
+                        best = restored[i].copy()
+                        continue
+                    better = restored[i] > best
+                    best[better] = restored[i][better]
+                    index[better] = c
+            lut = np.zeros(len(plan.class_names) + 1, dtype=dtype)
+            for k in self.class_indices:
+                lut[k + 1] = plan.label_values[k]
+            label_map = lut[index]
+            if self.postprocess == "largest-component":
+                for v in values:
+                    m = label_map == v
+                    if m.any():
+                        label_map[m & ~keep_largest_component(m).astype(bool)] = 0
+        result = PredictionResult(case.case_id, case.geometry, label_map, names, values, masks, None, props,
+                                  dict(case.timings))
+        if self.keep_probabilities:
+            result.probabilities = probs.numpy().astype(np.float16)
+        result.timings["export"] = time.perf_counter() - t0
+        return result
+
+    def predict_case(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PredictionResult:
+        """One case from raw arrays (one ``(i, j, k)`` array per channel) to the original-grid prediction."""
+        case = self.prepare(images, geometry, case_id)
+        t0 = time.perf_counter()
+        probs = self.network_pass(case)
+        case.timings["network"] = time.perf_counter() - t0
+        return self.export(case, probs)
+
+    def predict_to_folder(self, input_path, output_path, **kw):
+        """Files API: see :func:`suprem_nn.inference.predict` (this predictor's settings are used)."""
+        from .api import run_prediction
+
+        return run_prediction(self, input_path, output_path, **kw)
+
+    # ------------------------------------------------------------------ helpers
+    def _pad_value(self) -> float:
+        """Network-space value of air/background: what padding and constant windows hold."""
+        n = self.plan.normalization[0]
+        if n.scheme == "ct_window":
+            return 0.0
+        if n.scheme == "ct_clip_zscore" and n.lower is not None and n.mean is not None and n.std:
+            return float((n.lower - n.mean) / n.std)
+        return 0.0
+
+    def _restore(self, array: np.ndarray, props, fill=0.0) -> np.ndarray:
+        from ..preprocessing import restore_to_original
+
+        return restore_to_original(array.astype(np.float32, copy=False), props, self.plan, order=1, fill=fill)
+
+
+def keep_largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a binary (i, j, k) mask, as uint8."""
+    import cc3d
+
+    if not mask.any():
+        return mask.astype(np.uint8)
+    labels, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=26, return_N=True)
+    if n <= 1:
+        return mask.astype(np.uint8)
+    counts = np.bincount(labels.reshape(-1))
+    counts[0] = 0
+    return (labels == int(np.argmax(counts))).astype(np.uint8)
+
+
+def _check_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SupremError(f"unknown device '{device}' (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SupremError(f"device '{device}' requested but no CUDA GPU is available; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SupremError(f"device '{device}' does not exist ({torch.cuda.device_count()} GPU(s) found)")
+    return dev
