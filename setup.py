@@ -31,6 +31,9 @@ setup(
     entry_points={
         "console_scripts": [
             "suprem_plan_and_preprocess=suprem_nn.cli.plan_and_preprocess:main",
+            "suprem_train=suprem_nn.cli.train:main",
+            "suprem_predict=suprem_nn.cli.predict:main",
+            "suprem_evaluate=suprem_nn.cli.evaluate:main",
         ],
     },
 )

@@ -20,6 +20,7 @@ def run_command(name: str, parser: argparse.ArgumentParser, body: Callable[[argp
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
+    logging.getLogger("numexpr").setLevel(logging.WARNING)
     try:
         rc = body(args)
         return int(rc or 0)

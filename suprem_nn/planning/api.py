@@ -74,7 +74,9 @@ def plan_and_preprocess(dataset: str, pretrained: Optional[str] = "unet", networ
     fp_folder = prep / "fingerprints"
     remove_stale_temporaries(fp_folder)
     draft = _draft_plan(ds, preset, net, ml, target_spacing)
-    single_pass = draft is not None
+    # Exclusive training on AbdomenAtlas masks is only safe once every case is known not to overlap,
+    # so that plan waits for the full fingerprint before it writes anything.
+    single_pass = draft is not None and not (ds.layout == LAYOUT_ABDOMENATLAS and not ml)
     result = RunResult(None, None)
 
     if single_pass:
