@@ -11,8 +11,9 @@ from suprem_nn.preprocessing.resampling import (new_shape_for_spacing, resample_
                                                 separate_axis)
 
 
-@pytest.mark.parametrize("shape,sep", [((200, 170, 60), None), ((61, 50, 15), None), ((200, 170, 20), 2)])
+@pytest.mark.parametrize("shape,sep", [((200, 170, 60), None), ((57, 47, 14), None), ((200, 170, 20), 2)])
 def test_boxed_label_resampling_equals_full_one_hot_interpolation(real_ct, shape, sep):
+    # Shapes avoid exact 2:1 ratios, where 0.5 ties would depend on float summation order.
     label, _ = read_image(real_ct / "ts_abdomen_sm_3mm" / "seg_btcv13.nii.gz")
     seg = label[None].astype(np.int16)
     fast = resample_labels(seg, shape, False, 13, sep_axis=sep)
