@@ -14,7 +14,6 @@ target ``(B, 1, X, Y, Z)`` int16 labels 0..K (exclusive plans) or
 from __future__ import annotations
 
 import os
-import traceback
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
@@ -75,8 +74,9 @@ class PatchSampler:
             try:
                 d, s = self._crop_case(case_id, crop, force_fg, rng)
             except Exception as exc:
-                raise DataWorkerError(f"failed to build a patch of case {case_id!r}: {type(exc).__name__}: {exc}\n"
-                                      f"{traceback.format_exc()}") from exc
+                # the worker's traceback travels with this exception (torch's DataLoader adds it)
+                raise DataWorkerError(f"failed to build a patch of case {case_id!r}: "
+                                      f"{type(exc).__name__}: {exc}") from exc
             data.append(d)
             seg.append(s)
         out = {"data": np.stack(data), "seg": np.stack(seg)}
