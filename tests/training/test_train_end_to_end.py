@@ -89,3 +89,32 @@ def test_kill_and_continue_equals_uninterrupted_run(tiny_dataset, tmp_path):
         _, ref_geo = read_image(Path(os.environ["SUPREM_RAW"]) / DATASET / "labelsTr" / f"{case}.nii.gz")
         assert geo.shape == ref_geo.shape and pred.shape[-3:] == tuple(ref_geo.shape)
     assert "mean_dice" in summary or "mean" in summary
+
+
+def test_pretrained_init_missing_weights_message_and_frozen_encoder(tiny_dataset, tmp_path, monkeypatch, capsys):
+    from suprem_nn.cli.train import main
+    from suprem_nn.networks import make_fake_released_checkpoint
+    monkeypatch.setenv("SUPREM_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("SUPREM_WEIGHTS", str(tmp_path / "weights"))
+    args = [DATASET, "0", "--pretrained", "segresnet", "--epochs", "1", "--iterations-per-epoch", "1",
+            "--val-iterations", "0", "--num-workers", "0", "--device", "cpu", "--no-final-validation",
+            "--freeze-encoder-epochs", "1", "--quiet"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert "supervised_suprem_segresnet_2100.pth" in err and "huggingface.co" in err
+    assert str(tmp_path / "weights") in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results" / DATASET / "suprem_segresnet" / "fold_0" / "checkpoint_latest.pth").exists()
+
+    fake = make_fake_released_checkpoint("segresnet", tmp_path / "weights" / "supervised_suprem_segresnet_2100.pth")
+    assert main(args) == 0
+    fold = tmp_path / "results" / DATASET / "suprem_segresnet" / "fold_0"
+    log = (fold / "training_log.txt").read_text()
+    assert "initialisation: SuPreM segresnet" in log and "loaded: 81 tensors" in log
+    trained = torch.load(fold / "checkpoint_final.pth", weights_only=True)["network_weights"]
+    released = torch.load(fake, weights_only=True)["net"]
+    # frozen for the only epoch: encoder tensors are exactly the released ones, the fresh head has learned
+    assert torch.equal(trained["convInit.conv.weight"], released["module.convInit.conv.weight"])
+    assert torch.equal(trained["down_layers.1.1.conv1.conv.weight"],
+                       released["module.down_layers.1.1.conv1.conv.weight"])
+    assert not torch.equal(trained["up_layers.0.0.conv1.conv.weight"],
+                           released["module.up_layers.0.0.conv1.conv.weight"])
