@@ -77,7 +77,7 @@ class ParsedCheckpoint:
     universal: bool = False
 
     @property
-    def backbone_state(self) -> dict[str, torch.Tensor]:
+    def network_state(self) -> dict[str, torch.Tensor]:
         """Backbone + plain task head tensors, without the Universal ``backbone.`` prefix."""
         if not self.universal:
             return {k: v for k, v in self.state_dict.items()}
@@ -95,7 +95,7 @@ class ParsedCheckpoint:
     @property
     def in_channels(self) -> int:
         key = NETWORK_SPECS[self.family].input_conv_keys[0]
-        return int(self.backbone_state[key].shape[1])
+        return int(self.network_state[key].shape[1])
 
 
 @dataclass
@@ -245,7 +245,7 @@ def read_checkpoint(path, allow_unsafe: bool = False) -> ParsedCheckpoint:
         if did:
             stripped.append("backbone.")
     parsed = ParsedCheckpoint(str(path), dict(sd), container, stripped, ignored, universal=universal)
-    body = parsed.backbone_state
+    body = parsed.network_state
     found = [fam for marker, fam in _FAMILY_MARKERS if any(k.startswith(marker) for k in body)]
     if len(found) != 1:
         raise CheckpointError(
@@ -292,7 +292,7 @@ def _check_key_set(parsed: ParsedCheckpoint) -> None:
     """Reject files whose tensor names differ from the released layout of their family."""
     spec = NETWORK_SPECS[parsed.family]
     sd = parsed.state_dict
-    body = parsed.backbone_state
+    body = parsed.network_state
     has_head = any(k.startswith(spec.head_prefixes) for k in body)
     expected = set(_reference_keys(parsed.family, parsed.universal, with_head=has_head and not parsed.universal))
     if parsed.universal:
@@ -344,7 +344,7 @@ def init_from_pretrained(model: nn.Module, network_name: str, path, allow_unsafe
         )
     target = model.state_dict()
     target_backbone = [k for k in target if not k.startswith(spec.head_prefixes)]
-    file_body = parsed.backbone_state
+    file_body = parsed.network_state
     absent = [k for k in target_backbone if k not in file_body]
     if absent:
         raise CheckpointError(
@@ -428,7 +428,7 @@ def load_universal_model(path, backbone: str | None = None, allow_unsafe: bool =
         layout, activation = "universal", "sigmoid per channel (multi-label)"
     else:
         model = build_network(family, n_in, c, **extra)
-        state = parsed.backbone_state
+        state = parsed.network_state
         layout = "plain with head"
         # The SegResNet release was trained with a per-class sigmoid loss; for any
         # other plain file the training loss is not recorded in the checkpoint.
