@@ -24,10 +24,18 @@ from .registry import (
     build_universal_model,
     uses_batch_statistics,
 )
-from .swinunetr import PatchMergingV09, SuPreMSwinUNETR
 from .unet3d import BatchStatsBatchNorm3d, UNet3D
 from .universal import UniversalModel
-from .segresnet import SuPreMSegResNet
+
+# Classes built on MONAI are loaded on first use: importing MONAI takes seconds and loads all of it.
+_LAZY = {"PatchMergingV09": ".swinunetr", "SuPreMSwinUNETR": ".swinunetr", "SuPreMSegResNet": ".segresnet"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "BatchStatsBatchNorm3d",

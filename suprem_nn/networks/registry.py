@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .segresnet import SEGRESNET_DIVISIBILITY, SEGRESNET_INPUT_CONV_KEYS, SuPreMSegResNet
-from .swinunetr import SWIN_DIVISIBILITY, SWIN_INPUT_CONV_KEYS, SuPreMSwinUNETR
+from .constants import SEGRESNET_DIVISIBILITY, SEGRESNET_INPUT_CONV_KEYS, SWIN_DIVISIBILITY, SWIN_INPUT_CONV_KEYS
 from .unet3d import UNET_DIVISIBILITY, UNET_INPUT_CONV_KEYS, BatchStatsBatchNorm3d, UNet3D
-from .universal import UniversalModel
+
+# SegResNet and Swin UNETR build on MONAI, whose import loads all of MONAI (seconds); they are
+# imported when first built, so planning and the U-Net never pay for it.
 
 __all__ = [
     "NetworkSpec",
@@ -79,17 +80,20 @@ def build_network(name: str, in_channels: int, out_channels: int, **kwargs) -> n
     if name == "unet":
         return UNet3D(in_channels, out_channels, **kwargs)
     if name == "segresnet":
+        from .segresnet import SuPreMSegResNet
         return SuPreMSegResNet(in_channels, out_channels, **kwargs)
+    from .swinunetr import SuPreMSwinUNETR
     return SuPreMSwinUNETR(in_channels, out_channels, **kwargs)
 
 
-def build_universal_model(backbone: str, num_classes: int, in_channels: int = 1, **kwargs) -> UniversalModel:
+def build_universal_model(backbone: str, num_classes: int, in_channels: int = 1, **kwargs) -> nn.Module:
     """Build the released Universal Model (U-Net or Swin UNETR backbone, C sigmoid outputs).
 
     forward((B, in_channels, X, Y, Z)) -> logits (B, num_classes, X, Y, Z).
     """
     if backbone not in ("unet", "swinunetr"):
         raise ValueError(f"the Universal Model exists only for 'unet' and 'swinunetr', got {backbone!r}")
+    from .universal import UniversalModel
     return UniversalModel(backbone, num_classes, in_channels=in_channels, **kwargs)
 
 

@@ -16,11 +16,7 @@ from monai.networks.nets import SegResNet
 
 __all__ = ["SuPreMSegResNet", "SEGRESNET_DIVISIBILITY", "SEGRESNET_INPUT_CONV_KEYS", "SEGRESNET_HEAD_KEYS"]
 
-SEGRESNET_DIVISIBILITY = 8
-SEGRESNET_INPUT_CONV_KEYS = ("convInit.conv.weight",)
-# Only the final 1x1x1 conv is task specific; conv_final.0 (GroupNorm) is part
-# of the pretrained network and is loaded during fine-tuning.
-SEGRESNET_HEAD_KEYS = ("conv_final.2.conv.weight", "conv_final.2.conv.bias")
+from .constants import SEGRESNET_DIVISIBILITY, SEGRESNET_HEAD_KEYS, SEGRESNET_INPUT_CONV_KEYS
 
 
 class SuPreMSegResNet(SegResNet):

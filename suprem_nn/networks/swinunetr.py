@@ -30,14 +30,7 @@ __all__ = [
     "V09_MERGE_OFFSETS",
 ]
 
-SWIN_DIVISIBILITY = 32
-# Tensors whose second axis is the number of image channels (patch embedding,
-# and encoder1's 3x3x3 conv plus its 1x1x1 residual projection).
-SWIN_INPUT_CONV_KEYS = (
-    "swinViT.patch_embed.proj.weight",
-    "encoder1.layer.conv1.conv.weight",
-    "encoder1.layer.conv3.conv.weight",
-)
+from .constants import SWIN_DIVISIBILITY, SWIN_INPUT_CONV_KEYS
 
 # (x, y, z) start offsets of the eight strided slices, in concatenation order,
 # as in MONAI <= 1.4.  Two offsets repeat and (1, 1, 0), (0, 1, 1) are never

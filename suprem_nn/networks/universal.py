@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .swinunetr import SuPreMSwinUNETR
 from .unet3d import UNet3D
 
 __all__ = ["UniversalModel", "HEAD_WEIGHT_SIZES", "HEAD_BIAS_SIZES", "UNIVERSAL_HEAD_PREFIXES"]
@@ -55,6 +54,7 @@ class UniversalModel(nn.Module):
             self.backbone = UNet3D(in_channels, out_channels=None, batch_stats_in_eval=batch_stats_in_eval)
             bottleneck, decoder = UNet3D.bottleneck_channels, UNet3D.decoder_channels
         elif backbone == "swinunetr":
+            from .swinunetr import SuPreMSwinUNETR  # imports MONAI; only Swin models need it
             self.backbone = SuPreMSwinUNETR(in_channels, out_channels=None)
             bottleneck, decoder = 16 * self.backbone.feature_size, self.backbone.feature_size
         else:

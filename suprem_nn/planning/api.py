@@ -67,7 +67,9 @@ def plan_and_preprocess(dataset: str, pretrained: Optional[str] = "unet", networ
     my_cases = ds.cases[shard_index::shard_count]
     if verify:
         log.info(f"verifying {len(my_cases)} cases of {ds.name} ...")
-        subset = RawDataset(**{**ds.__dict__, "cases": my_cases})
+        # Dataset-wide checks (listing problems, imagesTs) belong to shard 0 only, so shards don't repeat them.
+        subset = RawDataset(**{**ds.__dict__, "cases": my_cases}) if shard_index == 0 else \
+            RawDataset(**{**ds.__dict__, "cases": my_cases, "test_cases": [], "layout_problems": []})
         verify_dataset(subset, num_processes=num_processes, progress=progress).raise_if_failed()
 
     prep = preprocessed_root() / ds.name

@@ -1,0 +1,64 @@
+"""Run a command and measure its wall time and the peak memory of its whole process tree.
+
+Peak memory is the largest sum of PSS (proportional set size: shared pages split
+between the processes sharing them) over the process tree, sampled every
+``interval`` seconds from /proc. Linux only.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        todo += _children(p)
+    return seen
+
+
+def _pss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.2, cwd=None) -> dict:
+    """Run ``cmd``; return ``{"seconds", "peak_pss_bytes", "returncode", "output"}``."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=cwd)
+    peak = 0
+    output = []
+    import threading
+
+    def reader():
+        for line in proc.stdout:
+            output.append(line)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    while proc.poll() is None:
+        peak = max(peak, sum(_pss_bytes(p) for p in _tree(proc.pid)))
+        time.sleep(interval)
+    t.join()
+    return {"seconds": time.perf_counter() - start, "peak_pss_bytes": peak, "returncode": proc.returncode,
+            "output": "".join(output)}
