@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from ..io.geometry import (Geometry, Reorientation, apply_reorientation, plan_reorientation, reoriented_geometry,
                            undo_reorientation)
@@ -116,9 +117,15 @@ def sample_class_locations(seg: np.ndarray, multilabel: bool, num_classes: int) 
     """
     rng = np.random.RandomState(LOCATION_SEED)
     out = {}
+    boxes = None if multilabel else ndimage.find_objects(seg[0].astype(np.int32, copy=False), max_label=num_classes)
     for k in range(num_classes):
-        mask = seg[k] > 0 if multilabel else seg[0] == k + 1
-        coords = np.argwhere(mask).astype(np.int32)
+        # Search each class inside its bounding box only; argwhere order (and so the sample) is unchanged.
+        box = ndimage.find_objects((seg[k] > 0).astype(np.uint8))[0:1] if multilabel else boxes[k:k + 1]
+        if not box or box[0] is None:
+            out[k] = np.zeros((0, 3), dtype=np.int32)
+            continue
+        block = seg[k][box[0]] > 0 if multilabel else seg[0][box[0]] == k + 1
+        coords = (np.argwhere(block) + np.array([s.start for s in box[0]])).astype(np.int32)
         n = len(coords)
         if n == 0:
             out[k] = np.zeros((0, 3), dtype=np.int32)

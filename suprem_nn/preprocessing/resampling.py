@@ -66,15 +66,21 @@ def resample_labels(seg: np.ndarray, new_shape: Sequence[int], multilabel: bool,
     if multilabel:
         out = np.zeros((seg.shape[0],) + new_shape, dtype=np.uint8)
         for c in range(seg.shape[0]):
-            for box, score in _class_scores(seg[c] > 0, new_shape, modes):
-                out[c][box] = score >= 0.5
+            box = ndimage.find_objects((seg[c] > 0).astype(np.uint8))
+            if box:
+                for out_box, score in _class_scores(seg[c][box[0]] > 0, box[0], seg.shape[1:], new_shape, modes):
+                    out[c][out_box] = score >= 0.5
         return out
     label_map = seg[0]
     best = np.zeros(new_shape, dtype=np.float32)
     total = np.zeros(new_shape, dtype=np.float32)
     winner = np.zeros(new_shape, dtype=seg.dtype)
+    boxes = ndimage.find_objects(np.clip(label_map, 0, None).astype(np.int32, copy=False), max_label=num_classes)
     for c in range(1, num_classes + 1):
-        for box, score in _class_scores(label_map == c, new_shape, modes):
+        if boxes[c - 1] is None:
+            continue
+        src_box = boxes[c - 1]
+        for box, score in _class_scores(label_map[src_box] == c, src_box, label_map.shape, new_shape, modes):
             total[box] += score
             better = score > best[box]
             best[box] = np.where(better, score, best[box])
@@ -83,16 +89,13 @@ def resample_labels(seg: np.ndarray, new_shape: Sequence[int], multilabel: bool,
     return winner[None]
 
 
-def _class_scores(mask: np.ndarray, new_shape: tuple, modes: list[str]):
-    """Yield (output box, interpolated values) for one binary mask; nothing when the mask is empty."""
-    present = [np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
-    if any(len(p) == 0 for p in present):
-        return
-    block = mask[tuple(slice(p[0], p[-1] + 1) for p in present)].astype(np.float32)
+def _class_scores(block_mask: np.ndarray, src_box: tuple, src_shape: tuple, new_shape: tuple, modes: list[str]):
+    """Yield (output box, interpolated values) for one binary mask given inside its bounding box ``src_box``."""
+    block = block_mask.astype(np.float32)
     out_box = []
     for axis in range(3):
-        lo, hi = int(present[axis][0]), int(present[axis][-1]) + 1
-        i0, i1, w = _source_indices(mask.shape[axis], new_shape[axis], modes[axis])
+        lo, hi = int(src_box[axis].start), int(src_box[axis].stop)
+        i0, i1, w = _source_indices(src_shape[axis], new_shape[axis], modes[axis])
         touched = np.flatnonzero(((i0 >= lo) & (i0 < hi)) | ((i1 >= lo) & (i1 < hi)))
         o_lo, o_hi = int(touched[0]), int(touched[-1]) + 1
         out_box.append(slice(o_lo, o_hi))
