@@ -34,6 +34,7 @@ setup(
             "suprem_train=suprem_nn.cli.train:main",
             "suprem_predict=suprem_nn.cli.predict:main",
             "suprem_evaluate=suprem_nn.cli.evaluate:main",
+            "suprem_demo=suprem_nn.cli.demo:main",
         ],
     },
 )

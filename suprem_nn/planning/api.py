@@ -253,6 +253,9 @@ def _process_one(job) -> tuple[str, Optional[str]]:
         return case.case_id, str(exc)
     except MemoryError:
         return case.case_id, "ran out of memory (use fewer processes with -np)"
+    except OSError as exc:  # disk full, permissions, vanished files: the OS's own words, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        return case.case_id, f"{where}{exc.strerror or exc}"
     except Exception:
         return case.case_id, "unexpected error:\n" + traceback.format_exc()
 
