@@ -55,6 +55,8 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> tuple[np.n
     path = Path(path)
     if not path.exists():
         raise ImageReadError("file not found", path)
+    if path.is_file() and image_ending(path) in (".nii", ".nii.gz"):
+        _check_nifti_header(path)
     if path.is_file() and path.name.lower().endswith(".nii.gz"):
         _check_gzip_complete(path)
     try:
@@ -70,6 +72,31 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> tuple[np.n
     if check_finite and np.issubdtype(array.dtype, np.floating) and image_ending(path) in (".nii", ".nii.gz"):
         _check_nifti_finite(path)
     return array, geometry
+
+
+def _check_nifti_header(path: Path) -> None:
+    """Reject what ITK's NIfTI reader silently "repairs": an axis of size 0 (read as size 1), a voxel size of 0 or
+    non-finite (read as 1 mm), and a negative voxel size in a file without qform/sform (read as its absolute value,
+    which mirrors the image)."""
+    import gzip
+    import math
+
+    import nibabel as nib
+
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
+            header = nib.Nifti1Header.from_fileobj(f, check=False)
+        shape = header.get_data_shape()
+        pixdim = [float(v) for v in header["pixdim"][1:1 + min(3, len(shape))]]
+        no_transform = int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
+    except Exception:  # not a NIfTI-1 header (NIfTI-2, garbage): SimpleITK reports the problem in its own words
+        return
+    if any(s == 0 for s in shape):
+        raise ImageReadError(f"image has an empty axis (size {tuple(shape)})", path)
+    bad = [f"pixdim[{a + 1}] is {v:g} mm" for a, v in enumerate(pixdim)
+           if not math.isfinite(v) or v == 0 or (v < 0 and no_transform)]
+    if bad:
+        raise ImageReadError(f"impossible voxel spacing in the header: {', '.join(bad)} (must be > 0)", path)
 
 
 def _check_nifti_finite(path: Path) -> None:
