@@ -42,6 +42,13 @@ def _run(args: argparse.Namespace) -> int:
     print(format_table(summary))
     # cases missing on either side were already reported by the library's warning log lines
     print(f"{summary['num_cases']} case(s) evaluated; wrote {summary['files']['summary']} and {summary['files']['csv']}")
+    failed = summary.get("failed_cases") or {}
+    if failed:  # each was logged as it happened; repeat them together at the end, where users look
+        print(f"suprem_evaluate: {len(failed)} case(s) failed (listed under 'failed_cases' in "
+              f"{summary['files']['summary']}):", file=sys.stderr)
+        for message in failed.values():
+            print(f"suprem_evaluate: failed: {message}", file=sys.stderr)
+        return 1
     return 0
 
 

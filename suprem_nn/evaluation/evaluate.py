@@ -93,7 +93,9 @@ def evaluate_folder(reference_dir: Union[str, os.PathLike], prediction_dir: Unio
     ``dataset.json`` in or next to ``reference_dir`` are used, else the mask names of AbdomenAtlas folders,
     else every non-zero value found in the label maps (named by the value). Cases found on one side only are
     listed in the summary (``missing_predictions`` / ``missing_references``) and skipped; no common case is
-    an error. Outputs go to ``output_dir`` (default: ``prediction_dir``). Returns the summary dict.
+    an error. A case whose files are bad (unreadable, other grid, non-integer labels) is listed under
+    ``failed_cases`` (case -> message) and the others are still evaluated; when every case fails, the (first)
+    failure is raised. Outputs go to ``output_dir`` (default: ``prediction_dir``). Returns the summary dict.
     """
     t0 = time.perf_counter()
     reference_dir, prediction_dir = Path(reference_dir), Path(prediction_dir)
@@ -134,8 +136,18 @@ def evaluate_folder(reference_dir: Union[str, os.PathLike], prediction_dir: Unio
     else:
         results = [_evaluate_case_job(j) for j in jobs]
 
+    # One bad file must not cost the metrics of every other case: failed cases are listed, not fatal,
+    # unless nothing could be evaluated (then the first failure is the error, as for a single case).
+    failed = {r["case"]: r["error"] for r in results if "error" in r}
+    results = [r for r in results if "error" not in r]
+    if not results:
+        first = next(iter(failed.values()))
+        raise SupremError(first if len(failed) == 1 else f"all {len(failed)} cases failed; the first: {first}")
+    for message in failed.values():
+        log.error("failed: %s", message)
     summary = _summarise(results, classes, label_source, reference_dir, prediction_dir, tol, missing_pred,
                          missing_ref, time.perf_counter() - t0)
+    summary["failed_cases"] = failed
     out = Path(output_dir) if output_dir is not None else prediction_dir
     atomic_write_json(out / SUMMARY_FILE, _json_safe(summary))
     atomic_write_text(out / CSV_FILE, _csv_text(summary))
@@ -332,7 +344,10 @@ def format_table(summary: dict) -> str:
 # ----------------------------------------------------------------------------------------------- internals
 
 def _evaluate_case_job(job) -> dict:
-    return evaluate_case(*job)
+    try:
+        return evaluate_case(*job)
+    except SupremError as exc:  # a user-caused problem of this case only; bugs still propagate
+        return {"case": job[0].case_id, "error": str(exc)}
 
 
 class _Side:
