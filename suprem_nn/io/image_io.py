@@ -9,6 +9,7 @@ returns identical geometry and voxels.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -141,6 +142,32 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike, 
     ending = image_ending(path) or ""
     with atomic_path(path, suffix=ending) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
+        _check_written(tmp, array.nbytes, ending)
+
+
+def _check_written(tmp: Path, data_bytes: int, ending: str) -> None:
+    """Raise OSError when SimpleITK left an incomplete file: on a full disk its NIfTI writer reports nothing and
+    leaves an empty or cut file, which must never be renamed into place."""
+    size = tmp.stat().st_size
+    complete = size > 0
+    if complete and ending == ".nii.gz":
+        import gzip
+        import zlib
+
+        import nibabel as nib
+
+        try:
+            with gzip.open(tmp, "rb") as f:
+                offset = int(nib.Nifti1Header.from_fileobj(f, check=False).get_data_offset())
+            with open(tmp, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                complete = int.from_bytes(f.read(4), "little") == (offset + data_bytes) % 2**32
+        except (OSError, EOFError, zlib.error, ValueError):
+            complete = False
+    elif complete and ending == ".nii":
+        complete = size >= data_bytes
+    if not complete:
+        raise OSError(errno.EIO, "the image writer left an incomplete file", str(tmp))
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
