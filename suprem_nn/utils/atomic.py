@@ -7,6 +7,7 @@ A crash (even SIGKILL) leaves at most a ``.tmp-*`` file behind, which
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -26,8 +27,11 @@ def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     (SimpleITK chooses the format from ``.nii.gz``, numpy appends ``.npy``).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + final.name + ".", suffix=suffix, dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + final.name + ".", suffix=suffix, dir=final.parent)
+    except OSError as exc:  # read-only or full disk: name the file the user asked for, not the temporary one
+        raise _naming_error(exc, final) from exc
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the permissions a plain open() would
     os.close(fd)
     tmp_path = Path(tmp)
@@ -36,10 +40,37 @@ def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         _fsync_file(tmp_path)
         os.replace(tmp_path, final)
         _fsync_dir(final.parent)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise _naming_error(exc, final) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+# Below this many free bytes a failed write is taken to be a full disk.
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _naming_error(exc: OSError, final: Path) -> OSError:
+    """The same error, naming ``final`` (not the temporary file) and saying when the disk is full.
+
+    numpy reports a full disk as ``OSError("N requested and M written")`` with neither errno nor file name, and
+    ``f.write`` errors carry no file name; users need both to act.
+    """
+    code = exc.errno
+    if code is None or code == errno.EIO:
+        with contextlib.suppress(OSError):
+            st = os.statvfs(final.parent)
+            if st.f_bavail * st.f_frsize < _NEARLY_FULL_BYTES:
+                code = errno.ENOSPC
+    if code is None:
+        return OSError(errno.EIO, f"cannot write the file ({exc})", str(final))
+    if exc.filename not in (None, str(final)) and Path(exc.filename).parent != final.parent:
+        return exc  # about another file (an input being read): keep it as it is
+    return OSError(code, os.strerror(code), str(final))
 
 
 def atomic_write_bytes(final: str | os.PathLike, data: bytes) -> None:
