@@ -13,6 +13,7 @@ trained models       ``SUPREM_RESULTS``       ``~/suprem_nn_data/results``
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 _DEFAULT_BASE = Path("~/suprem_nn_data")
@@ -33,3 +34,16 @@ def preprocessed_root() -> Path:
 
 def results_root() -> Path:
     return _root("SUPREM_RESULTS", "results")
+
+
+def dataset_folder(root: Path, dataset: str) -> Path:
+    """``root/<dataset folder>``: an exact folder name, a numeric id (``101`` -> ``Dataset101_*``) or the name part
+    (``Liver`` -> ``Dataset101_Liver``), as in nnU-Net. Returns ``root/dataset`` when nothing else matches."""
+    if (root / dataset).is_dir() or not root.is_dir():
+        return root / dataset
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if re.fullmatch(r"\d{1,3}", dataset):
+        hits = [f for f in folders if f.startswith(f"Dataset{int(dataset):03d}_")]
+    else:
+        hits = [f for f in folders if re.fullmatch(rf"Dataset\d{{3}}_{re.escape(dataset)}", f)]
+    return root / hits[0] if len(hits) == 1 else root / dataset

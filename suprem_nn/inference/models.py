@@ -5,7 +5,6 @@ training; this module never imports training). Checkpoints load with ``weights_o
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import SupremError
-from ..paths import results_root
+from ..paths import dataset_folder, results_root
 from ..planning.plans import Normalization, Plan
 
 AA10_TARGETS = ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava",
@@ -65,17 +64,7 @@ def load_model_folder(folder: str | Path, folds: Sequence[str | int] = (0,),
 
 def resolve_dataset_model(dataset: str, plan_name: Optional[str] = None) -> Path:
     """``<SUPREM_RESULTS>/<dataset folder>/<plan>``; ``dataset`` may be a full name or a numeric id."""
-    root = results_root()
-    name = dataset
-    if not (root / name).is_dir() and root.is_dir():
-        folders = sorted(p.name for p in root.iterdir() if p.is_dir())
-        if re.fullmatch(r"\d{1,3}", name):
-            hits = [f for f in folders if f.startswith(f"Dataset{int(name):03d}_")]
-        else:
-            hits = [f for f in folders if re.fullmatch(rf"Dataset\d{{3}}_{re.escape(name)}", f)]
-        if len(hits) == 1:
-            name = hits[0]
-    folder = root / name
+    folder = dataset_folder(results_root(), dataset)
     if not folder.is_dir():
         raise ModelError(f"no trained models for dataset '{dataset}' (set SUPREM_RESULTS or train first)", folder)
     plans = sorted(p.name for p in folder.iterdir() if (p / "plans.json").is_file())

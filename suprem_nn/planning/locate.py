@@ -1,35 +1,21 @@
 """Find a dataset's preprocessed folder and its plans by name, id or path."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional
 
 from ..errors import DatasetError, PlanError
-from ..paths import preprocessed_root
+from ..paths import dataset_folder, preprocessed_root
 from .plans import Plan
 
 
 def dataset_preprocessed_folder(dataset: str) -> Path:
     """``<SUPREM_PREPROCESSED>/<dataset folder name>``; ``dataset`` may be a name, a numeric id or a raw path."""
-    root = preprocessed_root()
     if "/" in dataset or "\\" in dataset:
-        name = Path(dataset).name
         if ".." in Path(dataset).parts and not Path(dataset).exists():
             raise DatasetError("dataset names may not contain '..'", dataset)
-    else:
-        name = dataset
-    if (root / name).is_dir():
-        return root / name
-    if root.is_dir():
-        folders = sorted(p.name for p in root.iterdir() if p.is_dir())
-        if re.fullmatch(r"\d{1,3}", name):
-            hits = [f for f in folders if f.startswith(f"Dataset{int(name):03d}_")]
-        else:
-            hits = [f for f in folders if re.fullmatch(rf"Dataset\d{{3}}_{re.escape(name)}", f)]
-        if len(hits) == 1:
-            return root / hits[0]
-    return root / name
+        dataset = Path(dataset).name
+    return dataset_folder(preprocessed_root(), dataset)
 
 
 def list_plans(dataset: str) -> list[str]:
