@@ -14,6 +14,7 @@ from torch import nn
 from ..errors import SupremError
 from ..paths import dataset_folder, results_root
 from ..planning.plans import Normalization, Plan
+from ..utils.safe_load import load_weights_only
 
 AA10_TARGETS = ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava",
                 "pancreas"]
@@ -43,10 +44,7 @@ def load_model_folder(folder: str | Path, folds: Sequence[str | int] = (0,),
         if not path.is_file():
             have = sorted(p.name for p in folder.glob("fold_*"))
             raise ModelError(f"checkpoint missing (folds present: {', '.join(have) or 'none'})", path)
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated or foreign files: one line, not a pickle traceback
-            raise ModelError(f"cannot load checkpoint ({str(exc).splitlines()[0][:200]})", path) from None
+        ckpt = load_weights_only(path, ModelError)  # refuses pickled code; one line for broken files
         if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
             raise ModelError("not a suprem_nn checkpoint (no 'network_weights')", path)
         if ckpt.get("network", plan.network) != plan.network:

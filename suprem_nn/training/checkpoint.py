@@ -16,6 +16,7 @@ import torch
 
 from ..errors import SupremError
 from ..utils.atomic import atomic_path
+from ..utils.safe_load import load_weights_only
 
 LATEST, BEST, FINAL = "checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth"
 
@@ -69,10 +70,7 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise SupremError("checkpoint not found", path)
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which file, not a pickle traceback
-        raise SupremError(f"cannot read this checkpoint ({type(exc).__name__}: {exc})", path) from None
+    return load_weights_only(path, map_location=map_location)  # refuses pickled code; one line for broken files
 
 
 def find_resume_checkpoint(fold_folder: Path) -> Optional[Path]:
