@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,9 @@ def _check_field(name: str, value: Any, source) -> Any:
             raise PlanError(f"field '{name}' must be a list of {_type_name(item_type)}, got {value!r}", source)
         if name in ("target_spacing", "patch_size", "median_shape") and len(value) != 3:
             raise PlanError(f"field '{name}' must have 3 values (one per axis), got {value!r}", source)
+        if name in ("target_spacing", "patch_size") and not all(math.isfinite(v) and v > 0 for v in value):
+            # a spacing or patch of 0 or below would resample to nothing or loop forever, far from this file
+            raise PlanError(f"field '{name}' must hold positive numbers, got {value!r}", source)
         if name == "normalization":
             for n in value:
                 if "scheme" not in n or set(n) - _NORMALIZATION_KEYS:
