@@ -24,7 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--suprem", choices=["unet", "segresnet", "swinunetr"],
                      help="run a released SuPreM checkpoint with SuPreM's direct-inference recipe")
     src.add_argument("--checkpoint", help="the released SuPreM .pth file (with --suprem)")
-    p.add_argument("-f", "--folds", nargs="+", default=["0"], help="folds to ensemble (default: 0); 'all' allowed")
+    src.add_argument("--nnunet-model", metavar="RESULTS_FOLDER",
+                     help="a trained nnU-Net v2 model folder (nnUNet_results/DatasetXXX/Trainer__Plans__config), "
+                          "run with nnU-Net's preprocessing and export")
+    p.add_argument("-f", "--folds", nargs="+", default=None,
+                   help="folds to ensemble (default: 0; with --nnunet-model 0 1 2 3 4 as nnU-Net); 'all' allowed")
     p.add_argument("--checkpoint-name", default="checkpoint_final.pth", help="checkpoint file inside fold_<k>/")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--step-size", type=float, default=None,
@@ -63,7 +67,7 @@ def _body(args: argparse.Namespace) -> int:
                       per_class=args.per_class, classes=classes, fast=args.fast, postprocess=args.postprocess,
                       num_workers=args.num_workers, overwrite=args.overwrite, bf16=args.bf16, fp32=args.fp32,
                       channels_last=args.channels_last, statistics=args.statistics, preview=args.preview,
-                      progress=not args.quiet)
+                      progress=not args.quiet, nnunet_model=args.nnunet_model)
     done = len(summary.cases)
     print(f"suprem_predict: {done} case(s) predicted, {len(summary.skipped)} already done, "
           f"{len(summary.failures)} failed; report: {summary.report_path}", file=sys.stderr)

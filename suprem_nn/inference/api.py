@@ -53,20 +53,28 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
             fast: bool = False, postprocess: Optional[str] = None, num_workers: int = 1, overwrite: bool = False,
             bf16: bool = False, fp32: bool = False, channels_last: bool = False,
             windows_per_batch: Optional[int] = None, statistics: bool = False, preview: bool = False,
-            progress: bool = True) -> RunSummary:
+            progress: bool = True, nnunet_model=None) -> RunSummary:
     """Predict every case of ``input`` (file, image folder, DICOM folder or AbdomenAtlas folder) into ``output``.
 
     Model source, exactly one of: ``model_folder`` (plans.json + fold_k/), ``dataset`` (+ ``plan``; resolved
     under ``SUPREM_RESULTS``), or ``suprem="unet"|"segresnet"|"swinunetr"`` with ``checkpoint`` (a released
     SuPreM file, run with SuPreM's direct-inference recipe: step 0.25, largest component per organ, the 9
-    AbdomenAtlas-1.0 organs unless ``classes``). Precision: float32 on the CPU unless ``bf16``; bfloat16
+    AbdomenAtlas-1.0 organs unless ``classes``), or ``nnunet_model`` (a trained nnU-Net v2 model folder,
+    ``Trainer__Plans__configuration``, run with nnU-Net's own preprocessing and export; ``folds`` None means
+    nnU-Net's default 0-4; see documentation/nnunet_models.md). Precision: float32 on the CPU unless ``bf16``; bfloat16
     autocast on CUDA unless ``fp32``. Returns a :class:`RunSummary`; see the module docstring for resuming.
     """
     from .models import load_model_folder, load_suprem_released, resolve_dataset_model, suprem_direct_defaults
 
-    sources = sum(x is not None for x in (model_folder, dataset, suprem))
+    sources = sum(x is not None for x in (model_folder, dataset, suprem, nnunet_model))
     if sources != 1:
-        raise SupremError("give exactly one model source: -m MODEL_FOLDER, -d DATASET or --suprem BACKBONE")
+        raise SupremError("give exactly one model source: -m MODEL_FOLDER, -d DATASET, --suprem BACKBONE or "
+                          "--nnunet-model RESULTS_FOLDER")
+    if nnunet_model is not None:
+        return _predict_nnunet(input, output, nnunet_model, folds, checkpoint_name, device, step_size, disable_tta,
+                               save_probabilities, per_class, classes, fast, postprocess, num_workers, overwrite,
+                               bf16, fp32, channels_last, windows_per_batch, statistics, preview, progress)
+    folds = (0,) if folds is None else folds
     t_load = time.perf_counter()
     if suprem is not None:
         if checkpoint is None:
@@ -97,6 +105,31 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
                           progress=progress, extra_report={"model_load_seconds": round(load_seconds, 3),
                                                            "fast": fast, "source": _source_text(
                                                                model_folder, dataset, plan, suprem, checkpoint)})
+
+
+def _predict_nnunet(input, output, folder, folds, checkpoint_name, device, step_size, disable_tta,
+                    save_probabilities, per_class, classes, fast, postprocess, num_workers, overwrite, bf16, fp32,
+                    channels_last, windows_per_batch, statistics, preview, progress) -> RunSummary:
+    """``predict`` for an nnU-Net v2 model folder (see :mod:`suprem_nn.inference.nnunet`)."""
+    from .nnunet_model import NnunetPredictor, load_nnunet_model
+
+    if classes or fast:
+        raise SupremError("--classes and --fast are not available with --nnunet-model (nnU-Net's own settings "
+                          "are reproduced)")
+    t_load = time.perf_counter()
+    model = load_nnunet_model(folder, (0, 1, 2, 3, 4) if folds is None else folds, checkpoint_name)
+    dev = torch.device(device) if device else torch.device("cpu")
+    autocast = torch.bfloat16 if bf16 or (dev.type == "cuda" and not fp32) else None
+    predictor = NnunetPredictor(model, device=device, step_size=0.5 if step_size is None else step_size,
+                                use_mirroring=not disable_tta,
+                                windows_per_batch=windows_per_batch or (4 if dev.type == "cuda" else 1),
+                                autocast_dtype=autocast, channels_last=channels_last, postprocess=postprocess,
+                                keep_probabilities=save_probabilities, progress=progress)
+    return run_prediction(predictor, input, output, per_class=per_class, save_probabilities=save_probabilities,
+                          num_workers=num_workers, overwrite=overwrite, statistics=statistics, preview=preview,
+                          progress=progress, extra_report={"model_load_seconds": round(time.perf_counter() - t_load, 3),
+                                                           "source": f"nnU-Net model folder {folder} folds "
+                                                                     f"{','.join(model.folds)}"})
 
 
 def run_prediction(predictor: Predictor, input, output, per_class: bool = False, save_probabilities: bool = False,

@@ -130,7 +130,8 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
                            device: str | torch.device = "cpu", activation: Optional[str] = None, *,
                            pad_value: float = 0.0, use_gaussian: bool = True, skip_constant_windows: bool = False,
                            keep_channels: Optional[Sequence[int]] = None, autocast_dtype: Optional[torch.dtype] = None,
-                           channels_last: bool = False, progress: bool = False) -> torch.Tensor:
+                           channels_last: bool = False, progress: bool = False,
+                           importance_map: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Predict a whole ``(C, x, y, z)`` volume window by window; returns ``(K, x, y, z)`` float32 on the CPU.
 
     Args:
@@ -154,6 +155,8 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
         autocast_dtype: e.g. ``torch.bfloat16`` to run the network under autocast; accumulation stays float32.
         channels_last: feed windows in ``torch.channels_last_3d`` memory format (faster convolutions on CPU).
         progress: show a tqdm bar over windows.
+        importance_map: per-voxel window weights of shape ``patch_size`` replacing the Gaussian (e.g. nnU-Net's
+            own map, centred at ``patch // 2``, to reproduce its outputs); must be strictly positive.
     """
     if data.ndim != 4:
         raise ValueError(f"expected a (C, x, y, z) volume, got shape {tuple(data.shape)}")
@@ -183,8 +186,13 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
     padded = list(data.shape[1:])
     starts = list(itertools.product(*(compute_steps(s, p, step_size) for s, p in zip(padded, patch))))
 
-    weight_map = (gaussian_importance_map(patch, device=device) if use_gaussian
-                  else torch.ones(patch, dtype=torch.float32, device=device))
+    if importance_map is not None:
+        if list(importance_map.shape) != patch or not bool((importance_map > 0).all()):
+            raise ValueError(f"importance_map must be strictly positive with shape {patch}")
+        weight_map = importance_map.to(device=device, dtype=torch.float32)
+    else:
+        weight_map = (gaussian_importance_map(patch, device=device) if use_gaussian
+                      else torch.ones(patch, dtype=torch.float32, device=device))
     was_training = network.training
     network.eval()
     accum = None

@@ -1,0 +1,242 @@
+"""Read a trained nnU-Net v2 model folder: plans.json, dataset.json, fold checkpoints, and the network.
+
+The folder is what ``nnUNetv2_train`` writes: ``<folder>/plans.json``, ``<folder>/dataset.json`` and
+``<folder>/fold_<k>/checkpoint_final.pth``; its name is ``<Trainer>__<Plans>__<configuration>``.
+
+Checkpoints are pickles. They are loaded with ``torch.load(weights_only=True)``; nnU-Net's checkpoints also
+hold a few numpy scalars in their training log, so exactly those numpy reconstruction globals are
+allow-listed for the load (see :data:`NUMPY_SAFE_GLOBALS`), never ``weights_only=False``.
+
+The network is rebuilt from the plan's ``architecture`` entry with ``dynamic_network_architectures``
+(an optional dependency). Class and layer names from plans.json are imported only from
+``dynamic_network_architectures`` and ``torch.nn``, so a plans file cannot make us import arbitrary code.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...errors import SupremError
+
+__all__ = ["NnunetModel", "LabelInfo", "load_nnunet_model", "is_nnunet_model_folder", "NUMPY_SAFE_GLOBALS"]
+
+# Objects a checkpoint written by nnU-Net v2 pickles besides tensors: numpy float scalars in
+# checkpoint["logging"] (np.mean of losses / Dice). These rebuild plain numbers, nothing executable.
+NUMPY_SAFE_GLOBALS = [np._core.multiarray.scalar, np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType,
+                      np.dtypes.Int64DType]
+_IMPORTABLE_PREFIXES = ("dynamic_network_architectures.", "torch.nn.")
+SUPPORTED_READERS = ("SimpleITKIO", "NibabelIO")
+
+
+class NnunetModelError(SupremError):
+    """An nnU-Net model folder, plan or checkpoint is missing or unusable."""
+
+
+@dataclass
+class LabelInfo:
+    """nnU-Net's label handling (``LabelManager``) as far as prediction needs it."""
+
+    names: list[str]                     # foreground label / region names, in output order
+    values: list[int]                    # label value written for each output
+    has_regions: bool                    # sigmoid per region (True) or softmax over labels (False)
+    num_heads: int                       # network output channels
+    regions_class_order: list[int] = field(default_factory=list)
+
+    @property
+    def dtype(self):
+        """Output dtype rule of nnU-Net's export: uint8 below 255 foreground labels, else uint16."""
+        return np.uint8 if len(self.values) < 255 else np.uint16
+
+
+@dataclass
+class NnunetModel:
+    folder: Path
+    plans: dict
+    dataset_json: dict
+    configuration_name: str
+    configuration: dict                  # the configuration's entries, inheritance resolved
+    labels: LabelInfo
+    networks: list[nn.Module]            # one per fold, eval mode, CPU
+    mirror_axes: tuple[int, ...]         # inference_allowed_mirroring_axes of the checkpoint
+    folds: list[str]
+    trainer_name: str
+
+    @property
+    def num_inputs(self) -> int:
+        names = self.dataset_json.get("channel_names", self.dataset_json.get("modality", {}))
+        return len(names)
+
+
+def is_nnunet_model_folder(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / "plans.json").is_file() and (folder / "dataset.json").is_file()
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise NnunetModelError("missing (an nnU-Net model folder holds plans.json, dataset.json and fold_<k>/)",
+                               path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise NnunetModelError(f"not valid JSON ({exc})", path) from None
+
+
+def resolve_configuration(plans: dict, name: str, path: Path) -> dict:
+    """The configuration ``name`` with ``inherits_from`` chains merged (as nnU-Net's PlansManager does)."""
+    configs = plans.get("configurations", {})
+    if name not in configs:
+        raise NnunetModelError(f"plans.json has no configuration '{name}' (has: {', '.join(configs)})", path)
+    conf = dict(configs[name])
+    seen = {name}
+    while "inherits_from" in conf:
+        parent = conf.pop("inherits_from")
+        if parent in seen or parent not in configs:
+            raise NnunetModelError(f"configuration '{name}' inherits from unknown or circular '{parent}'", path)
+        seen.add(parent)
+        merged = dict(configs[parent])
+        merged.update(conf)
+        conf = merged
+    return conf
+
+
+def label_info(dataset_json: dict, path: Path) -> LabelInfo:
+    """Outputs and label values from dataset.json's ``labels`` (and ``regions_class_order``)."""
+    labels = dataset_json.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise NnunetModelError("dataset.json has no 'labels' mapping", path)
+    has_regions = any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values())
+    ignore = labels.get("ignore")
+    if has_regions:
+        order = dataset_json.get("regions_class_order")
+        fg = [(k, v) for k, v in labels.items() if k not in ("background", "ignore")]
+        if not isinstance(order, list) or len(order) != len(fg):
+            raise NnunetModelError("region-based dataset.json needs 'regions_class_order' with one value per "
+                                   "region", path)
+        return LabelInfo([k for k, _ in fg], [int(v) for v in order], True, len(fg), [int(v) for v in order])
+    try:
+        items = sorted(((int(v if not isinstance(v, (list, tuple)) else v[0]), k) for k, v in labels.items()
+                        if k != "ignore"))
+    except (TypeError, ValueError):
+        raise NnunetModelError("dataset.json 'labels' values must be integers (or lists for regions)", path) from None
+    values = [v for v, _ in items]
+    if values != list(range(len(values))):
+        raise NnunetModelError(f"dataset.json labels must be consecutive 0..K, got {values}", path)
+    del ignore  # the ignore label has no output head; it is never predicted
+    return LabelInfo([k for v, k in items if v != 0], [v for v in values if v != 0], False, len(values))
+
+
+def _import_allowed(dotted: str, what: str, path: Path):
+    if not isinstance(dotted, str) or not dotted.startswith(_IMPORTABLE_PREFIXES):
+        raise NnunetModelError(f"{what} '{dotted}' is not from dynamic_network_architectures or torch.nn; "
+                               "refusing to import it", path)
+    module, _, attr = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("dynamic_network_architectures"):
+            raise NnunetModelError("nnU-Net models need the optional package dynamic-network-architectures: "
+                                   "pip install --no-deps dynamic-network-architectures einops") from None
+        raise NnunetModelError(f"cannot import {what} '{dotted}' ({exc})", path) from None
+    except AttributeError:
+        raise NnunetModelError(f"{what} '{dotted}' does not exist in the installed package", path) from None
+
+
+def build_network(architecture: dict, num_inputs: int, num_outputs: int, path: Path) -> nn.Module:
+    """The plan's network (``network_class_name`` + ``arch_kwargs``), deep supervision off, as nnU-Net predicts."""
+    try:
+        cls_name = architecture["network_class_name"]
+        kwargs = dict(architecture["arch_kwargs"])
+        needs_import = list(architecture.get("_kw_requires_import", []))
+    except (KeyError, TypeError):
+        raise NnunetModelError("plans.json configuration has no usable 'architecture' entry (network_class_name, "
+                               "arch_kwargs)", path) from None
+    for key in needs_import:
+        if kwargs.get(key) is not None:
+            kwargs[key] = _import_allowed(kwargs[key], f"arch_kwargs.{key}", path)
+    cls = _import_allowed(cls_name, "network class", path)
+    try:
+        net = cls(input_channels=num_inputs, num_classes=num_outputs, deep_supervision=False, **kwargs)
+    except TypeError as exc:
+        raise NnunetModelError(f"cannot build {cls_name} from the plan ({exc})", path) from None
+    return net
+
+
+def load_checkpoint(path: Path) -> dict:
+    """``torch.load(weights_only=True)``, with only :data:`NUMPY_SAFE_GLOBALS` allowed beyond torch's defaults."""
+    if not path.is_file():
+        raise NnunetModelError("checkpoint missing", path)
+    try:
+        with torch.serialization.safe_globals(NUMPY_SAFE_GLOBALS):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated files or unknown globals: one line, no pickle traceback
+        raise NnunetModelError(f"cannot load checkpoint safely ({str(exc).splitlines()[0][:240]})", path) from None
+    if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
+        raise NnunetModelError("not an nnU-Net checkpoint (no 'network_weights')", path)
+    return ckpt
+
+
+def load_nnunet_model(folder: str | Path, folds: Sequence[str | int] = (0, 1, 2, 3, 4),
+                      checkpoint_name: str = "checkpoint_final.pth") -> NnunetModel:
+    """Plans, labels and one eval-mode CPU network per fold of an nnU-Net v2 model folder.
+
+    ``folds`` empty: every ``fold_*`` holding ``checkpoint_name`` (nnU-Net's behaviour without ``-f``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NnunetModelError("nnU-Net model folder not found", folder)
+    plans = _read_json(folder / "plans.json")
+    dataset_json = _read_json(folder / "dataset.json")
+    parts = folder.name.split("__")
+    if len(parts) != 3:
+        raise NnunetModelError("folder name must be <Trainer>__<Plans>__<configuration> as nnUNetv2_train "
+                               "writes it", folder)
+    trainer_name, _plans_name, configuration_name = parts
+    configuration = resolve_configuration(plans, configuration_name, folder / "plans.json")
+    if configuration.get("previous_stage"):
+        raise NnunetModelError(f"configuration '{configuration_name}' is a cascade stage (needs the previous "
+                               "stage's predictions); not supported", folder)
+    if len(configuration.get("patch_size", [])) != 3:
+        raise NnunetModelError(f"configuration '{configuration_name}' is not 3D (patch "
+                               f"{configuration.get('patch_size')}); only 3D configurations are supported", folder)
+    reader = plans.get("image_reader_writer", "SimpleITKIO")
+    if reader not in SUPPORTED_READERS:
+        raise NnunetModelError(f"image_reader_writer '{reader}' is not supported (supported: "
+                               f"{', '.join(SUPPORTED_READERS)})", folder / "plans.json")
+    labels = label_info(dataset_json, folder / "dataset.json")
+    num_inputs = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+    if num_inputs < 1:
+        raise NnunetModelError("dataset.json has no channel_names", folder / "dataset.json")
+    if not folds:
+        folds = sorted(p.name[5:] for p in folder.glob("fold_*") if (p / checkpoint_name).is_file())
+        if not folds:
+            raise NnunetModelError(f"no fold_*/{checkpoint_name} in the model folder", folder)
+    networks, mirror_axes = [], None
+    for fold in [str(f) for f in folds]:
+        path = folder / f"fold_{fold}" / checkpoint_name
+        if not path.is_file():
+            have = sorted(p.name for p in folder.glob("fold_*"))
+            raise NnunetModelError(f"checkpoint missing (folds present: {', '.join(have) or 'none'})", path)
+        ckpt = load_checkpoint(path)
+        net = build_network(configuration["architecture"], num_inputs, labels.num_heads, folder / "plans.json")
+        weights = ckpt["network_weights"]
+        # torch.compile'd training saves keys with an '_orig_mod.' prefix; nnU-Net strips it the same way.
+        weights = {k[len("_orig_mod."):] if k.startswith("_orig_mod.") else k: v for k, v in weights.items()}
+        try:
+            net.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise NnunetModelError(f"weights do not fit the planned network ({str(exc).splitlines()[0][:200]})",
+                                   path) from None
+        if mirror_axes is None:
+            axes = ckpt.get("inference_allowed_mirroring_axes")
+            mirror_axes = tuple(int(a) for a in axes) if axes else ()
+        networks.append(net.eval())
+    return NnunetModel(folder, plans, dataset_json, configuration_name, configuration, labels, networks,
+                       mirror_axes or (), [str(f) for f in folds], trainer_name)

@@ -1,0 +1,185 @@
+"""Predict with a trained nnU-Net v2 model through suprem_nn's sliding window and files API.
+
+:class:`NnunetPredictor` offers the stage methods :func:`suprem_nn.inference.api.run_prediction` drives
+(``prepare`` / ``network_pass`` / ``export``), so reading, overlapped preprocessing/export, atomic writing,
+resuming and the run report are the same as for suprem_nn's own models.
+
+Settings that equal nnU-Net's defaults: step size 0.5, Gaussian weighting (sigma = patch / 8), windows padded
+with 0 (nnU-Net pads the normalised image with 0), mirroring over the checkpoint's
+``inference_allowed_mirroring_axes``, logits averaged over windows, mirrors and folds, export by resampling
+the logits. nnU-Net's own Gaussian map (:func:`nnunet_gaussian`). Known numeric differences (see
+documentation/nnunet_models.md): nnU-Net accumulates windows in float16 and resamples float16 logits; we
+accumulate and resample in float32. Window starts come from :func:`suprem_nn.inference.compute_steps`, which
+equals nnU-Net's except when it adds one window to keep the starts mirror-symmetric (odd count, odd span).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ...errors import SupremError
+from ...io.geometry import Geometry
+from ...preprocessing.resampling import resample_image
+from ..predictor import PredictionResult, PreparedCase, _check_device, keep_largest_component
+from ..sliding_window import sliding_window_predict
+from .model import NnunetModel, load_nnunet_model
+from .preprocessing import NnunetPreprocessor
+
+__all__ = ["NnunetPredictor", "NnunetPlanInfo"]
+
+def nnunet_gaussian(patch_size: Sequence[int], sigma_scale: float = 1.0 / 8) -> torch.Tensor:
+    """nnU-Net's ``compute_gaussian``: a delta at ``patch // 2`` blurred with sigma = patch / 8, max 10,
+    rounded to float16 as nnU-Net stores it, zeros replaced by the smallest non-zero weight. Float32 out.
+
+    Its centre is half a voxel off the patch centre for even patches, unlike our symmetric default map;
+    with a barely trained network that alone moves about 5 % of argmax labels, so we use nnU-Net's map.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    tmp = np.zeros([int(p) for p in patch_size])
+    tmp[tuple(int(p) // 2 for p in patch_size)] = 1
+    g = gaussian_filter(tmp, [p * sigma_scale for p in patch_size], 0, mode="constant", cval=0)
+    g /= np.max(g) / 10
+    g = torch.from_numpy(g).to(torch.float16)
+    g[g == 0] = torch.min(g[g != 0])
+    return g.float()
+
+
+CHUNK_CHANNELS = 4  # logit channels resampled together at export (bounds memory, keeps a running argmax)
+
+
+@dataclass
+class NnunetPlanInfo:
+    """What the run report shows about the model (the fields it reads from a suprem_nn Plan)."""
+
+    dataset_name: str
+    plan_name: str
+    network: str
+    target_spacing: list[float]
+    patch_size: list[int]
+    class_names: list[str] = field(default_factory=list)
+
+
+class NnunetPredictor:
+    """Predict cases with an nnU-Net v2 model (one network per fold, logits averaged over folds).
+
+    Args mirror :class:`suprem_nn.inference.Predictor`; ``use_mirroring`` mirrors over the axes the
+    checkpoint allows. ``autocast_dtype``/``channels_last`` change the numerics and are off by default.
+    """
+
+    def __init__(self, model: NnunetModel, device: str = "cpu", step_size: float = 0.5, use_mirroring: bool = True,
+                 windows_per_batch: int = 1, autocast_dtype: Optional[torch.dtype] = None,
+                 channels_last: bool = False, postprocess: Optional[str] = None, keep_probabilities: bool = False,
+                 progress: bool = False):
+        if postprocess not in (None, "largest-component"):
+            raise SupremError(f"unknown postprocessing '{postprocess}' (choose: largest-component)")
+        self.model = model
+        self.device = _check_device(device)
+        self.prep = NnunetPreprocessor(model.plans, model.configuration, model.num_inputs)
+        self.networks = [n.to(self.device).eval() for n in model.networks]
+        if channels_last:
+            self.networks = [n.to(memory_format=torch.channels_last_3d) for n in self.networks]
+        self.step_size = float(step_size)
+        self.importance_map = nnunet_gaussian(self.prep.patch_size)
+        self.mirror_axes = tuple(model.mirror_axes) if use_mirroring else ()
+        self.windows_per_batch = int(windows_per_batch)
+        self.autocast_dtype = autocast_dtype
+        self.channels_last = channels_last
+        self.postprocess = postprocess
+        self.keep_probabilities = keep_probabilities
+        self.progress = progress
+        arch = model.configuration.get("architecture", {}).get("network_class_name", "?")
+        self.plan = NnunetPlanInfo(model.plans.get("dataset_name", ""), model.folder.name, arch.rpartition(".")[2],
+                                   self.prep.spacing, self.prep.patch_size, list(model.labels.names))
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, folds: Sequence = (0, 1, 2, 3, 4),
+                    checkpoint_name: str = "checkpoint_final.pth", **kw) -> "NnunetPredictor":
+        return cls(load_nnunet_model(folder, folds, checkpoint_name), **kw)
+
+    # ------------------------------------------------------------------ stages
+    def prepare(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PreparedCase:
+        if len(images) != self.model.num_inputs:
+            raise SupremError(f"case '{case_id}' has {len(images)} image channel(s), the model expects "
+                              f"{self.model.num_inputs}")
+        t0 = time.perf_counter()
+        data, props = self.prep.preprocess(images, geometry, case_id)
+        return PreparedCase(case_id, data, props, list(images), geometry, {"preprocess": time.perf_counter() - t0})
+
+    def network_pass(self, case: PreparedCase) -> torch.Tensor:
+        """Logits ``(K, x, y, z)`` float32 on the CPU, averaged over windows, mirrors and folds."""
+        data = torch.from_numpy(np.ascontiguousarray(case.data))
+        total = None
+        for net in self.networks:
+            logits = sliding_window_predict(
+                net, data, self.prep.patch_size, self.step_size, self.mirror_axes,
+                windows_per_batch=self.windows_per_batch, device=self.device, activation=None, pad_value=0.0,
+                skip_constant_windows=True, autocast_dtype=self.autocast_dtype, channels_last=self.channels_last,
+                progress=self.progress, importance_map=self.importance_map)
+            total = logits if total is None else total.add_(logits)
+        if len(self.networks) > 1:
+            total /= len(self.networks)
+        return total
+
+    def export(self, case: PreparedCase, logits: torch.Tensor) -> PredictionResult:
+        """Logits in network space -> label map on the file's grid (nnU-Net's export rules)."""
+        t0 = time.perf_counter()
+        props, labels = case.props, self.model.labels
+        axis = self.prep.export_axis(props)
+        crop_shape = tuple(props.shape_after_cropping)
+        dtype = labels.dtype
+        if labels.has_regions:
+            seg = np.zeros(crop_shape, dtype=dtype)
+            for start in range(0, logits.shape[0], CHUNK_CHANNELS):
+                chunk = self._resample(logits[start:start + CHUNK_CHANNELS], crop_shape, axis)
+                for i in range(chunk.shape[0]):
+                    seg[chunk[i] > 0] = labels.regions_class_order[start + i]  # sigmoid > 0.5
+        else:
+            best = index = None
+            for start in range(0, logits.shape[0], CHUNK_CHANNELS):
+                chunk = self._resample(logits[start:start + CHUNK_CHANNELS], crop_shape, axis)
+                for i in range(chunk.shape[0]):
+                    if best is None:
+                        best, index = chunk[i].copy(), np.zeros(crop_shape, dtype=dtype)
+                        continue
+                    better = chunk[i] > best  # strict: ties keep the lower label, like argmax
+                    np.copyto(best, chunk[i], where=better)
+                    index[better] = start + i
+            seg = index
+        full = np.zeros(props.shape_before_cropping, dtype=dtype)
+        full[tuple(slice(lo, hi) for lo, hi in props.bbox)] = seg
+        label_map = self.prep.to_file_order(full)
+        if self.postprocess == "largest-component":
+            for v in labels.values:
+                m = label_map == v
+                if m.any():
+                    label_map[m & ~keep_largest_component(m).astype(bool)] = 0
+        result = PredictionResult(case.case_id, case.geometry, label_map, list(labels.names), list(labels.values),
+                                  None, None, props, dict(case.timings))
+        if self.keep_probabilities:
+            act = torch.sigmoid(logits) if labels.has_regions else torch.softmax(logits, 0)
+            result.probabilities = act.numpy().astype(np.float16)
+        result.timings["export"] = time.perf_counter() - t0
+        return result
+
+    def predict_case(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PredictionResult:
+        case = self.prepare(images, geometry, case_id)
+        t0 = time.perf_counter()
+        logits = self.network_pass(case)
+        case.timings["network"] = time.perf_counter() - t0
+        return self.export(case, logits)
+
+    def predict_to_folder(self, input_path, output_path, **kw):
+        from ..api import run_prediction
+
+        return run_prediction(self, input_path, output_path, **kw)
+
+    @staticmethod
+    def _resample(logits: torch.Tensor, shape: tuple, axis: Optional[int]) -> np.ndarray:
+        """Order 1 (linear) back to the cropped original grid; order 0 along ``axis`` (separate z)."""
+        return resample_image(logits.numpy(), shape, order=1, sep_axis=axis)
