@@ -20,8 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny phantoms and one short epoch: checks the installation in about a minute "
                         "(the Dice is meaningless)")
     p.add_argument("--minutes", type=float, metavar="N",
-                   help="size training to this many minutes from a measured step time (default: a fixed 12 "
-                        "epochs x 20 steps, about 5 minutes on a 2-core CPU); more minutes, higher Dice")
+                   help="training budget in minutes (default 7); epochs are sized to it from a measured step "
+                        "time. More minutes, higher Dice")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     add_common_arguments(p)
     return p
