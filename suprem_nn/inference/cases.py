@@ -62,6 +62,11 @@ def find_cases(input_path: str | Path, output_path: str | Path) -> list[Case]:
         raise SupremError("folder holds no image files (.nii.gz, .nii, .nrrd, .mha), no DICOM series "
                           "and no AbdomenAtlas case folders (CASE/ct.nii.gz)", inp)
     stems = [strip_ending(f) for f in files]
+    seen: dict[str, Path] = {}
+    for f, s in zip(files, stems):  # case.nii.gz beside case.nrrd: both would write the same output file
+        if s in seen:
+            raise SupremError(f"two files for the same case '{s}' ({seen[s].name} and {f.name}); keep one", inp)
+        seen[s] = f
     if all(_CHANNEL.match(s) for s in stems):
         groups: dict[str, list[tuple[int, Path]]] = {}
         for f, s in zip(files, stems):
