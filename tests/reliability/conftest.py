@@ -47,7 +47,12 @@ def assert_clean_failure(proc: subprocess.CompletedProcess, *words: str, command
     """Non-zero exit, no traceback, and an error line from ``command`` that holds every word; returns that line."""
     assert proc.returncode != 0, f"expected a failure\n{proc.stdout}\n{proc.stderr}"
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(f"{COMMANDS[command]}: ")]
+    lines, in_message = [], False
+    for ln in proc.stderr.splitlines():
+        # the command's own lines, and the indented per-case lines that continue its error message
+        in_message = ln.startswith(f"{COMMANDS[command]}: ") or (in_message and ln.startswith("  "))
+        if in_message:
+            lines.append(ln)
     hits = [ln for ln in lines if all(w in ln for w in words)]
     assert hits, f"no error line of {COMMANDS[command]} holds {words}:\n{proc.stderr}"
     return hits[0]
