@@ -4,7 +4,7 @@ Steps (each one the real command, run as a subprocess exactly as a user would ty
 
 1. write a synthetic abdominal CT dataset (:mod:`.phantom`) in the nnU-Net v2 raw layout;
 2. ``suprem_plan_and_preprocess`` with the SegResNet backbone's conventions (RAS, HU window
-   [-175, 250]) at a coarse 3 mm spacing and a small patch, so that a CPU trains it in minutes;
+   [-175, 250]) at a coarse 4 mm spacing and a 32³ patch, so that a CPU trains it in minutes;
 3. ``suprem_train`` fold 0: fine-tuned from SuPreM when the released SegResNet weights are on disk,
    otherwise from scratch (said plainly); the number of epochs is sized from a measured
    training-step time so that training fits the ``minutes`` budget;
@@ -117,7 +117,7 @@ def run_demo(out: Optional[Path] = None, quick: bool = False, minutes: Optional[
     t_total = time.perf_counter()
 
     echo(f"suprem_demo: the whole pipeline on {s.num_train} + {s.num_test} generated abdominal CTs "
-         f"({'quick mode, tiny volumes' if quick else 'about 6-9 minutes on a 2-core CPU'})")
+         f"({'quick mode, tiny volumes' if quick else 'under 10 minutes: 7 of them training'})")
     echo(f"  output folder {out}")
     echo("  the commands below run with these roots:")
     for k, v in roots.items():
