@@ -76,7 +76,7 @@ def _predict_both(roots, folder, inp, out_root: Path, tta: bool) -> tuple[np.nda
     return sitk.GetArrayFromImage(ref), sitk.GetArrayFromImage(ours), report
 
 
-@pytest.mark.parametrize("tta", [True, False], ids=["mirroring", "no-mirroring"])
+@pytest.mark.parametrize("tta", [True], ids=["mirroring"])  # no-mirroring: benchmarks (time budget)
 def test_labels_match_nnunet_predict(tiny_model, tmp_path, tta):
     roots, folder, inp = tiny_model
     ref, ours, report = _predict_both(roots, folder, inp, tmp_path, tta)
