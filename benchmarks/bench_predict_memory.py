@@ -75,6 +75,8 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=13)
     ap.add_argument("--multilabel", action="store_true")
     ap.add_argument("--spacing", type=float, default=3.0, help="the plan's target spacing in mm")
+    ap.add_argument("--chunk-classes", type=int, help="override predictor.CHUNK_CLASSES (classes restored together "
+                    "to the original grid) to see what it costs")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more suprem_predict arguments")
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     args = ap.parse_args()
@@ -86,10 +88,15 @@ def main() -> int:
             make_ct(ct, args.shape)
         model = make_model(work / f"models_{os.getpid()}", args.classes, args.multilabel, args.spacing)
         out = work / f"out_{os.getpid()}"
-        cmd = [sys.executable, "-m", "suprem_nn.cli.predict", "-i", str(ct), "-o", str(out), "-m", str(model),
-               "--disable-tta", "-np", "0", "--quiet", *args.extra]
+        predict_args = ["-i", str(ct), "-o", str(out), "-m", str(model), "--disable-tta", "-np", "0", "--quiet",
+                        *args.extra]
+        cmd = [sys.executable, "-m", "suprem_nn.cli.predict", *predict_args]
+        if args.chunk_classes:
+            cmd = [sys.executable, "-c", "import sys, suprem_nn.inference.predictor as p; "
+                   f"p.CHUNK_CLASSES = {args.chunk_classes}; from suprem_nn.cli.predict import main; "
+                   "sys.exit(main(sys.argv[1:]))", *predict_args]
         r = run_measured(cmd, env={"PYTHONPATH": str(REPO)}, cwd=REPO)
-        print(json.dumps({"shape": args.shape, "classes": args.classes, "multilabel": args.multilabel,
+        print(json.dumps({"shape": args.shape, "classes": args.classes, "chunk_classes": args.chunk_classes, "multilabel": args.multilabel,
                           "spacing_mm": args.spacing, "extra": args.extra, "seconds": round(r["seconds"], 1),
                           "peak_pss_gb": round(r["peak_pss_bytes"] / 2**30, 2), "returncode": r["returncode"]}))
         if r["returncode"] != 0:
