@@ -39,6 +39,9 @@ def results_root() -> Path:
 def dataset_folder(root: Path, dataset: str) -> Path:
     """``root/<dataset folder>``: an exact folder name, a numeric id (``101`` -> ``Dataset101_*``) or the name part
     (``Liver`` -> ``Dataset101_Liver``), as in nnU-Net. Returns ``root/dataset`` when nothing else matches."""
+    if "/" in dataset or "\\" in dataset or dataset in ("", ".", ".."):
+        from .errors import DatasetError
+        raise DatasetError(f"'{dataset}' is not a dataset name (names may not contain path parts like '/' or '..')")
     if (root / dataset).is_dir() or not root.is_dir():
         return root / dataset
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())

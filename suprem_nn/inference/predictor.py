@@ -35,8 +35,9 @@ from .sliding_window import network_uses_batch_statistics, sliding_window_predic
 
 __all__ = ["PredictionResult", "Predictor", "PreparedCase"]
 
-# Classes restored to the original grid together during export. restore_to_original holds ~3 full-size float32
-# copies of each: on a 512x512x800 CT, 4 -> 13.4 GB peak, 1 -> 5.1 GB at the same speed (bench_predict_memory.py).
+# Classes restored to the original grid together during export. Each costs one full-size float32 array in
+# restore_to_original (three before it pasted the block in place): on a 512x512x800 CT, 4 classes at a time
+# with three copies peaked at 13.4 GB, 1 class at 5.1 GB at the same speed (bench_predict_memory.py).
 CHUNK_CLASSES = 1
 
 

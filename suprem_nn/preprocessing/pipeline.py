@@ -106,8 +106,19 @@ def restore_to_original(array: np.ndarray, props: CaseProperties, plan: Plan, or
     sep = separate_axis(plan.target_spacing, spacing, plan.anisotropy_threshold)
     resampled = resample_image(array, props.shape_after_crop, order, sep) if order > 0 else \
         _resample_nearest(array, props.shape_after_crop, sep)
-    full = uncrop(resampled.astype(array.dtype, copy=False), props.bbox, props.shape_after_reorientation, fill)
-    return np.ascontiguousarray(undo_reorientation(full, props.reorientation))
+    # Undo the reorientation on the (small) cropped block and paste it straight into the output, so only one
+    # full-size array is ever allocated (this bounds prediction memory on large CTs).
+    block = undo_reorientation(resampled.astype(array.dtype, copy=False), props.reorientation)
+    return uncrop(block, _box_in_file_axes(props), props.original_geometry.shape, fill)
+
+
+def _box_in_file_axes(props: CaseProperties) -> list[list[int]]:
+    """The crop box (given in reoriented axes) in the file's own axis order and direction."""
+    r, shape = props.reorientation, props.shape_after_reorientation
+    box: list[list[int]] = [[0, 0]] * 3
+    for t, (lo, hi) in enumerate(props.bbox):
+        box[r.permutation[t]] = [shape[t] - hi, shape[t] - lo] if r.flips[t] else [lo, hi]
+    return box
 
 
 def sample_class_locations(seg: np.ndarray, multilabel: bool, num_classes: int) -> dict[int, np.ndarray]:
