@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from suprem_nn.cli.demo import main
-from suprem_nn.demo.run import FULL, QUICK, epochs_for_budget, estimated_training_seconds
+from suprem_nn.demo.run import FULL, QUICK, epochs_for_budget, estimated_training_seconds, find_suprem_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,12 +26,15 @@ def test_quick_demo_runs_every_step(quick_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
     # the real commands, printed as a user would type them, in order
+    weights = find_suprem_weights()   # a developer may have the released file; the demo then fine-tunes it
+    init = "--from-scratch" if weights is None else "--pretrained segresnet --pretrained-checkpoint"
     steps = ["$ suprem_plan_and_preprocess -d Dataset900_SupremDemo --pretrained segresnet",
-             "$ suprem_train Dataset900_SupremDemo 0 --plan suprem_segresnet --from-scratch",
+             f"$ suprem_train Dataset900_SupremDemo 0 --plan suprem_segresnet {init}",
              "$ suprem_predict -i", "$ suprem_evaluate -ref"]
     positions = [text.index(s) for s in steps]
     assert positions == sorted(positions)
-    assert "no SuPreM weights found: training from scratch" in text
+    assert ("no SuPreM weights found: training from scratch" if weights is None else
+            f"SuPreM weights found: fine-tuning from {weights}") in text
     # suprem_evaluate's table and the demo's own Dice lines
     assert "foreground mean" in text and "Dice on the held-out test cases:" in text
     for organ in ("liver", "spleen", "kidney_right", "kidney_left", "aorta"):
@@ -42,7 +45,9 @@ def test_quick_demo_files(quick_run):
     out, proc = quick_run
     assert proc.returncode == 0
     demo = json.loads((out / "demo_summary.json").read_text())
-    assert demo["quick"] is True and demo["epochs"] == 1 and demo["initialisation"] == "from scratch"
+    assert demo["quick"] is True and demo["epochs"] == 1
+    assert demo["initialisation"] == ("from scratch" if find_suprem_weights() is None else
+                                      f"SuPreM segresnet ({find_suprem_weights()})")
     assert set(demo["mean_dice"]) == {"liver", "spleen", "kidney_right", "kidney_left", "aorta"}
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in demo["mean_dice"].values())
     assert demo["seconds"]["total"] >= demo["seconds"]["train"] > 0
