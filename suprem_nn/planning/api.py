@@ -267,6 +267,17 @@ def _masks_to_map(masks: np.ndarray) -> np.ndarray:
     return out
 
 
+def _worker_context():
+    """Workers forked from a server that has already imported the pipeline: they start fast and share its
+    pages (lower total memory than spawn, which imports everything anew per worker). Spawn where there is
+    no forkserver (Windows, macOS default)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["suprem_nn.planning.api"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _worker_init() -> None:
     import torch
     torch.set_num_threads(1)
@@ -281,7 +292,7 @@ def _map(fn: Callable, jobs: list, num_processes: int, progress: bool, desc: str
                 yield fn(job)
                 bar.update()
             return
-        ctx = multiprocessing.get_context("spawn")
+        ctx = _worker_context()
         with ctx.Pool(min(num_processes, len(jobs)), initializer=_worker_init, maxtasksperchild=8) as pool:
             for out in pool.imap_unordered(fn, jobs):
                 yield out

@@ -21,8 +21,8 @@ from suprem_nn.preprocessing import PreprocessedCache, restore_to_original
 SMALL = ["ts_abdomen_sm_3mm", "ts_upper_abdomen_ce_dicom"]
 
 
-def run_cli(*args, env=None, check=True):
-    proc = subprocess.run([sys.executable, "-m", "suprem_nn.cli.plan_and_preprocess", *args, "-np", "1"],
+def run_cli(*args, env=None, check=True, np_workers=1):
+    proc = subprocess.run([sys.executable, "-m", "suprem_nn.cli.plan_and_preprocess", *args, "-np", str(np_workers)],
                           capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
@@ -39,7 +39,7 @@ def prep_root() -> Path:
 
 def test_nnunet_layout_end_to_end(real_ct):
     make_nnunet_dataset(Path(os.environ["SUPREM_RAW"]), cases=SMALL)
-    out = run_cli("-d", "101")  # numeric id, as in nnU-Net
+    out = run_cli("-d", "101", np_workers=2)  # numeric id, as in nnU-Net; two worker processes
     assert "plan 'suprem_unet' for Dataset101_RealCT" in out.stdout
     assert "exclusive (softmax)" in out.stdout
     folder = prep_root() / "Dataset101_RealCT"
