@@ -12,9 +12,11 @@ Conventions
 * Intensities are Hounsfield units (HU), stored as int16; labels are uint8.
 
 The phantom: air (-1000 HU) outside an elliptic body with subcutaneous fat (about -100 HU), an
-abdominal muscle wall (about 40 HU), visceral fat with soft-tissue texture inside, a vertebra with
-paraspinal muscles (not labelled), and five labelled organs with contrast-enhanced CT values:
-liver (~60 HU), spleen (~50 HU), kidneys (cortex ~150 HU, medulla ~100 HU) and the aorta (~180 HU).
+abdominal muscle wall (about 50 HU), visceral fat with soft-tissue texture inside, a vertebra with
+paraspinal muscles (not labelled), and five labelled organs with portal-venous-phase CT values:
+liver (~105 HU), spleen (~120 HU), kidneys (cortex ~170 HU, medulla ~130 HU) and the aorta (~200 HU).
+(One consistent contrast phase: with unenhanced liver and spleen values next to muscle, the spleen was
+indistinguishable from the abdominal wall and the demo's network labelled the wall as spleen.)
 Every case draws its own body size, organ sizes, positions, rotations and a smooth deformation of
 each organ, then the image is blurred slightly (partial volume) and Gaussian noise is added.
 """
@@ -36,9 +38,9 @@ LABELS = {"background": 0, "liver": 1, "spleen": 2, "kidney_right": 3, "kidney_l
 CLASS_NAMES = [n for n in LABELS if n != "background"]
 
 # Mean HU of each tissue; each case jitters them by a few HU.
-HU = {"air": -1000.0, "subcutaneous_fat": -100.0, "muscle": 40.0, "visceral_fat": -80.0, "bowel": 25.0,
-      "bone_cortex": 700.0, "bone_marrow": 250.0, "spinal_canal": 15.0, "liver": 60.0, "spleen": 50.0,
-      "kidney_cortex": 150.0, "kidney_medulla": 100.0, "aorta": 180.0}
+HU = {"air": -1000.0, "subcutaneous_fat": -100.0, "muscle": 50.0, "visceral_fat": -80.0, "bowel": 25.0,
+      "bone_cortex": 700.0, "bone_marrow": 250.0, "spinal_canal": 15.0, "liver": 105.0, "spleen": 120.0,
+      "kidney_cortex": 170.0, "kidney_medulla": 130.0, "aorta": 200.0}
 
 # RAS axes expressed in ITK's LPS world: column a of the direction matrix is array axis a.
 RAS_DIRECTION = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)

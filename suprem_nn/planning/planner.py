@@ -57,6 +57,7 @@ def plan_pretrained(fingerprint: dict, preset: dict, multilabel: bool, gpu_memor
     norms = [_preset_normalization(conv, name) if c == 0 else Normalization("zscore")
              for c, name in enumerate(fingerprint["channel_names"])]
     crop = float(conv["crop_foreground_above_hu"]) if norms[0].scheme == "ct_window" else None
+    mirror, mirror_note = mirror_axes_for(fingerprint["class_names"])
     recipe = dict(preset["fine_tuning_recipe"])
     recipe.setdefault("iterations_per_epoch", 250)
     return Plan(dataset_name=fingerprint["dataset_name"], plan_name=f"suprem_{preset['name']}", network=network,
@@ -66,7 +67,8 @@ def plan_pretrained(fingerprint: dict, preset: dict, multilabel: bool, gpu_memor
                 patch_size=patch, batch_size=bs, divisibility=div, median_shape=[int(round(m)) for m in median],
                 image_order=1, label_order=1, anisotropy_threshold=ANISOTROPY_THRESHOLD,
                 network_kwargs=dict(preset.get("network_kwargs", {})), training=recipe,
-                checkpoint=dict(preset["checkpoint"]), notes=notes + list(preset.get("notes", [])))
+                checkpoint=dict(preset["checkpoint"]), mirror_axes=mirror,
+                notes=notes + ([mirror_note] if mirror_note else []) + list(preset.get("notes", [])))
 
 
 def plan_from_scratch(fingerprint: dict, network: str, multilabel: bool, gpu_memory_gb: float = 8.0,
@@ -93,6 +95,7 @@ def plan_from_scratch(fingerprint: dict, network: str, multilabel: bool, gpu_mem
         notes.append(f"patch {patch} from the median image {[int(m) for m in median]} and the memory budget")
     bs = batch_size or _batch_size(network, patch, median, fingerprint["num_cases"], gpu_memory_gb)
     notes.append(f"batch size {bs}")
+    mirror, mirror_note = mirror_axes_for(fingerprint["class_names"])
     norms = []
     for c, name in enumerate(fingerprint["channel_names"]):
         stats = fingerprint["foreground_intensity_properties_per_channel"].get(str(c))
@@ -107,7 +110,18 @@ def plan_from_scratch(fingerprint: dict, network: str, multilabel: bool, gpu_mem
                 orientation="RAS", target_spacing=spacing, normalization=norms, crop_threshold=None,
                 patch_size=patch, batch_size=bs, divisibility=div, median_shape=[int(round(m)) for m in median],
                 image_order=3, label_order=1, anisotropy_threshold=ANISOTROPY_THRESHOLD, network_kwargs={},
-                training=dict(SCRATCH_RECIPE), checkpoint={}, notes=notes)
+                training=dict(SCRATCH_RECIPE), checkpoint={}, mirror_axes=mirror,
+                notes=notes + ([mirror_note] if mirror_note else []))
+
+
+def mirror_axes_for(class_names: Sequence[str]) -> tuple[list[int], Optional[str]]:
+    """Axes safe to mirror (augmentation and test-time): all three, but not axis 0 (right-left in RAS) when
+    classes come in left/right pairs, since a mirrored kidney_left looks exactly like a kidney_right."""
+    names = set(class_names)
+    lateral = sorted(n for n in names if "left" in n and n.replace("left", "right") in names)
+    if lateral:
+        return [1, 2], f"no left-right mirroring: classes come in left/right pairs ({', '.join(lateral[:3])}...)"
+    return [0, 1, 2], None
 
 
 def median_target_spacing(fingerprint: dict) -> tuple[list[float], str]:

@@ -28,8 +28,8 @@ def test_arrays_types_and_geometry(case):
     assert set(np.unique(case.label)) == set(LABELS.values())
 
 
-@pytest.mark.parametrize("organ,lo,hi", [("liver", 45, 75), ("spleen", 35, 65), ("kidney_right", 100, 160),
-                                         ("kidney_left", 100, 160), ("aorta", 140, 200)])
+@pytest.mark.parametrize("organ,lo,hi", [("liver", 90, 120), ("spleen", 105, 135), ("kidney_right", 120, 185),
+                                         ("kidney_left", 120, 185), ("aorta", 170, 230)])
 def test_organ_hu(case, organ, lo, hi):
     hu = case.ct[case.label == LABELS[organ]].astype(np.float64)
     assert lo <= np.median(hu) <= hi
