@@ -1,3 +1,5 @@
+import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -7,7 +9,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["suprem_nn", "suprem_nn.*"]),
-    package_data={"suprem_nn": ["presets/*.json"]},
+    # The backbone presets live in the repository's plans/ folder; regular installs get a copy here.
+    data_files=[("share/suprem_nn/plans", sorted(glob.glob("plans/*.json")))],
     python_requires=">=3.9",
     install_requires=[
         # A range that the local CPU build 2.13.0 satisfies, so a venv that installed it first pulls nothing more.

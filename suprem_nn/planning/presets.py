@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ..errors import PlanError
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "plans"
+# The repository's plans/ folder (source tree and editable installs); a regular install copies it to
+# <prefix>/share/suprem_nn/plans (setup.py data_files).
+_CANDIDATES = (Path(__file__).resolve().parents[2] / "plans", Path(sys.prefix) / "share" / "suprem_nn" / "plans")
+PRESET_DIR = next((d for d in _CANDIDATES if (d / "unet.json").is_file()), _CANDIDATES[0])
 PRESET_NAMES = ("unet", "segresnet", "swinunetr")
 _REQUIRED = ("name", "network", "divisibility", "checkpoint", "input_convention", "pretraining_patch", "class_map",
              "fine_tuning_recipe")
