@@ -203,10 +203,7 @@ class Predictor:
                 lut[k + 1] = plan.label_values[k]
             label_map = lut[index]
             if self.postprocess == "largest-component":
-                for v in values:
-                    m = label_map == v
-                    if m.any():
-                        label_map[m & ~keep_largest_component(m).astype(bool)] = 0
+                keep_largest_component_per_label(label_map, values)
         result = PredictionResult(case.case_id, case.geometry, label_map, names, values, masks, None, props,
                                   dict(case.timings))
         if self.keep_probabilities:
@@ -242,6 +239,14 @@ class Predictor:
         from ..preprocessing import restore_to_original
 
         return restore_to_original(array.astype(np.float32, copy=False), props, self.plan, order=1, fill=fill)
+
+
+def keep_largest_component_per_label(label_map: np.ndarray, values) -> None:
+    """In place: for each label value, clear every voxel outside its largest 26-connected component."""
+    for v in values:
+        m = label_map == v
+        if m.any():
+            label_map[m & ~keep_largest_component(m).astype(bool)] = 0
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import torch
 from ...errors import SupremError
 from ...io.geometry import Geometry
 from ...preprocessing.resampling import resample_image
-from ..predictor import PredictionResult, PreparedCase, _check_device, keep_largest_component
+from ..predictor import PredictionResult, PreparedCase, _check_device, keep_largest_component_per_label
 from ..sliding_window import sliding_window_predict
 from .model import NnunetModel, load_nnunet_model
 from .preprocessing import NnunetPreprocessor
@@ -155,10 +155,7 @@ class NnunetPredictor:
         full[tuple(slice(lo, hi) for lo, hi in props.bbox)] = seg
         label_map = self.prep.to_file_order(full)
         if self.postprocess == "largest-component":
-            for v in labels.values:
-                m = label_map == v
-                if m.any():
-                    label_map[m & ~keep_largest_component(m).astype(bool)] = 0
+            keep_largest_component_per_label(label_map, labels.values)
         result = PredictionResult(case.case_id, case.geometry, label_map, list(labels.names), list(labels.values),
                                   None, None, props, dict(case.timings))
         if self.keep_probabilities:
