@@ -13,14 +13,10 @@ ignored. Metrics and the empty-mask convention are those of :mod:`suprem_nn.eval
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
 import multiprocessing
 import os
-import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +31,8 @@ from ..io.geometry import Geometry
 from ..io.image_io import image_ending, read_image, strip_ending
 from ..utils.atomic import atomic_write_json, atomic_write_text
 from . import metrics
+from .report import CSV_COLUMNS, csv_text, format_table, json_safe  # noqa: F401 (re-exported for callers)
+from .labels import labels_from_json, parse_label_spec, validate_labels  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +41,6 @@ CSV_FILE = "metrics.csv"
 SUMMARY_FORMAT_VERSION = 1
 EMPTY_CONVENTION = ("reference and prediction both empty -> NaN (null in summary.json, empty in the CSV), "
                     "excluded from means and counted in n_excluded_both_empty; exactly one of them empty -> 0")
-CSV_COLUMNS = ["case", "class", "label", "dice", "iou", "nsd", "tp_voxels", "reference_voxels",
-               "prediction_voxels", "reference_ml", "prediction_ml"]
 
 LabelSpec = Union[str, os.PathLike, Mapping[str, Union[int, list]], None]
 
@@ -149,8 +145,8 @@ def evaluate_folder(reference_dir: Union[str, os.PathLike], prediction_dir: Unio
                          missing_ref, time.perf_counter() - t0)
     summary["failed_cases"] = failed
     out = Path(output_dir) if output_dir is not None else prediction_dir
-    atomic_write_json(out / SUMMARY_FILE, _json_safe(summary))
-    atomic_write_text(out / CSV_FILE, _csv_text(summary))
+    atomic_write_json(out / SUMMARY_FILE, json_safe(summary))
+    atomic_write_text(out / CSV_FILE, csv_text(summary))
     summary["files"] = {"summary": str(out / SUMMARY_FILE), "csv": str(out / CSV_FILE)}
     return summary
 
@@ -233,112 +229,6 @@ def discover_cases(folder: Union[str, os.PathLike], role: str = "reference") -> 
         raise SupremError(f"no {role} segmentations found (expected <case>.nii.gz files, <case>/segmentations/"
                           "<class>.nii.gz or <case>/combined_labels.nii.gz)", folder)
     return found
-
-
-def parse_label_spec(spec: Union[str, os.PathLike]) -> tuple[dict[str, Union[int, list]], str]:
-    """Parse ``-l``: ``"liver=1,spleen=2"``, ``"1,2"``, or a dataset.json / plans.json path.
-
-    Returns ``(name -> value, description of the source)``. Background (value 0) is dropped from JSON files.
-    """
-    text = os.fspath(spec).strip()
-    path = Path(text)
-    if text.lower().endswith(".json") or path.is_file():
-        return labels_from_json(path), str(path)
-    classes: dict[str, Union[int, list]] = {}
-    for item in (x.strip() for x in text.split(",")):
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        name, value = name.strip(), value.strip()
-        if not sep:
-            name, value = item, item
-        try:
-            parsed = [int(v) for v in value.split("+")]
-        except ValueError:
-            raise SupremError(f"bad label item '{item}' in '{text}': expected name=value with an integer value "
-                              "(name=1+2 for a region), or a dataset.json / plans.json path") from None
-        if not name or name in classes:
-            raise SupremError(f"bad label item '{item}' in '{text}': " +
-                              ("empty class name" if not name else f"class '{name}' given twice"))
-        classes[name] = parsed[0] if len(parsed) == 1 else parsed
-    if not classes:
-        raise SupremError(f"no labels in '{text}'")
-    return validate_labels(classes, text), "-l " + text
-
-
-def labels_from_json(path: Union[str, os.PathLike]) -> dict[str, Union[int, list]]:
-    """Class name -> value from a dataset.json (either direction of ``labels``) or a plans.json."""
-    path = Path(path)
-    if not path.is_file():
-        raise SupremError("label file not found", path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SupremError(f"not valid JSON ({exc})", path) from None
-    if isinstance(data, dict) and "class_names" in data and "label_values" in data:
-        names, values = data["class_names"], data["label_values"]
-        if (not isinstance(names, list) or not isinstance(values, list) or len(names) != len(values)
-                or not all(isinstance(n, str) for n in names)
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)):
-            raise SupremError("'class_names' and 'label_values' must be lists of strings and integers of equal "
-                              "length", path)
-        return validate_labels(dict(zip(names, values)), path)
-    if not isinstance(data, dict) or not isinstance(data.get("labels"), dict):
-        raise SupremError("expected a dataset.json with a 'labels' object or a plans.json with 'class_names' and "
-                          "'label_values'", path)
-    raw = data["labels"]
-    if raw and all(isinstance(v, str) for v in raw.values()) and all(re.fullmatch(r"\d+", k) for k in raw):
-        raw = {v: int(k) for k, v in raw.items()}  # {"1": "spleen"} (nnU-Net v1 / BTCV style)
-    classes = {}
-    for name, value in raw.items():
-        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and value:
-            if value == [0]:
-                continue
-            classes[name] = value
-        elif isinstance(value, int) and not isinstance(value, bool):
-            if value == 0:
-                continue
-            classes[name] = value
-        else:
-            raise SupremError(f"label '{name}' has value {value!r}; expected an integer or a list of integers", path)
-    if not classes:
-        raise SupremError("'labels' holds no foreground class", path)
-    return validate_labels(classes, path)
-
-
-def validate_labels(labels: Mapping[str, object], source: object = "labels") -> dict[str, Union[int, list]]:
-    """Check names are non-empty strings and values positive integers (or non-empty lists of them)."""
-    out: dict[str, Union[int, list]] = {}
-    where = None if isinstance(source, str) and not Path(source).suffix else source
-    for name, value in labels.items():
-        if not isinstance(name, str) or not name.strip():
-            raise SupremError(f"class names must be non-empty strings, got {name!r}", where)
-        vals = value if isinstance(value, (list, tuple)) else [value]
-        if not vals or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in vals):
-            raise SupremError(f"class '{name}' has label value {value!r}; values must be integers > 0 "
-                              "(0 is background)", where)
-        out[name] = int(vals[0]) if not isinstance(value, (list, tuple)) else [int(v) for v in vals]
-    if not out:
-        raise SupremError("no classes to evaluate", where)
-    return out
-
-
-def format_table(summary: dict) -> str:
-    """Readable table of per-class mean Dice / NSD / IoU and the foreground mean."""
-    tol = summary["settings"]["nsd_tolerance_mm"]
-    rows = [("class", "cases", "Dice", f"NSD@{tol:g}mm", "IoU", "both empty")]
-    for name, m in summary["mean"].items():
-        rows.append((name, str(m["n_cases"]), _fmt(m["dice"]), _fmt(m["nsd"]), _fmt(m["iou"]),
-                     str(m["n_excluded_both_empty"])))
-    fg = summary["foreground_mean"]
-    rows.append(("foreground mean", str(summary["num_cases"]), _fmt(fg["dice"]), _fmt(fg["nsd"]), _fmt(fg["iou"]), ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, r in enumerate(rows):
-        lines.append("  ".join(r[0].ljust(widths[0]) if i == 0 else r[i].rjust(widths[i]) for i in range(len(r))))
-        if n == 0 or n == len(rows) - 2:
-            lines.append("-" * len(lines[0]))
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------- internals
@@ -522,31 +412,6 @@ def _summarise(results, classes, label_source, reference_dir, prediction_dir, to
     }
 
 
-def _csv_text(summary: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for case, r in summary["cases"].items():
-        for name, c in r["classes"].items():
-            label = c["label"]
-            w.writerow([case, name, "+".join(map(str, label)) if isinstance(label, list) else label,
-                        _csv_num(c["dice"]), _csv_num(c["iou"]), _csv_num(c["nsd"]), c["tp"], c["n_ref"], c["n_pred"],
-                        f"{c['reference_ml']:.6g}", f"{c['prediction_ml']:.6g}"])
-    return buf.getvalue()
-
-
-def _json_safe(obj):
-    if isinstance(obj, float):
-        return None if math.isnan(obj) else obj
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
-
-
 def _check_tolerance(tol) -> float:
     try:
         t = float(tol)
@@ -555,14 +420,6 @@ def _check_tolerance(tol) -> float:
     if not math.isfinite(t) or t < 0:
         raise SupremError(f"NSD tolerance must be a finite number of mm >= 0, got {tol}")
     return t
-
-
-def _csv_num(v: float) -> str:
-    return "" if math.isnan(v) else f"{v:.6f}"
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
 def _round(a: np.ndarray) -> list:

@@ -22,6 +22,7 @@ SUMMARY = "summary.json"
 def validate_fold(trainer) -> dict:
     """Predict and score the fold's validation cases with ``trainer``'s network; returns the summary."""
     from ..evaluation.evaluate import CaseSource, evaluate_case
+    from ..evaluation.report import json_safe
     from ..inference import Predictor
     from ..io import read_image, write_image
 
@@ -65,7 +66,7 @@ def validate_fold(trainer) -> dict:
                "cases": cases, "mean_dice_per_class": per_class, "mean_dice": _nanmean(per_class.values()),
                "note": "Dice per class on the original grid; NaN (null) where a class is absent from both "
                        "reference and prediction; means ignore NaN"}
-    atomic_write_json(out / SUMMARY, _json_safe(summary))
+    atomic_write_json(out / SUMMARY, json_safe(summary))
     trainer.log.line(f"final validation mean Dice {summary['mean_dice']:.4f} -> {out / SUMMARY}")
     return summary
 
@@ -73,13 +74,3 @@ def validate_fold(trainer) -> dict:
 def _nanmean(values) -> float:
     v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
     return float(np.mean(v)) if v else math.nan
-
-
-def _json_safe(obj):
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
