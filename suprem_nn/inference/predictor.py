@@ -3,9 +3,10 @@
 Output rules (the user-visible contract):
 
 * Exclusive plans (softmax): probabilities of background + K classes are averaged over folds,
-  resampled back to the original grid linearly (chunk by chunk of classes, keeping a running
-  argmax, so memory holds one chunk and never all K channels at full resolution), and the argmax
-  becomes the label map with the plan's ``label_values``.
+  resampled back to the original grid linearly one class at a time, keeping a running argmax, and
+  the argmax becomes the label map with the plan's ``label_values``. Resampling happens on the
+  prediction device (the GPU when there is one) and only inside the crop box: everything outside
+  it was air below the crop threshold and is background, so no full-size float array is allocated.
 * Multi-label plans (sigmoid): each class is resampled the same way and thresholded at 0.5,
   giving one mask per class (masks may overlap). The combined label map writes class ``k``'s
   ``label_values[k]`` in class order, so **where masks overlap the higher class index wins**
@@ -34,12 +35,6 @@ from ..planning.plans import Plan
 from .sliding_window import network_uses_batch_statistics, sliding_window_predict
 
 __all__ = ["PredictionResult", "Predictor", "PreparedCase"]
-
-# Classes restored to the original grid together during export. Each costs one full-size float32 array in
-# restore_to_original (three before it pasted the block in place): on a 512x512x800 CT, 4 classes at a time
-# with three copies peaked at 13.4 GB, 1 class at 5.1 GB at the same speed (bench_predict_memory.py).
-CHUNK_CLASSES = 1
-
 
 @dataclass
 class PreparedCase:
@@ -143,7 +138,7 @@ class Predictor:
                             {"preprocess": time.perf_counter() - t0})
 
     def network_pass(self, case: PreparedCase) -> torch.Tensor:
-        """Fold-averaged probabilities ``(K', x, y, z)`` float32 on the CPU (K' = kept channels)."""
+        """Fold-averaged probabilities ``(K', x, y, z)`` float32 on the prediction device (K' = kept channels)."""
         sigmoid = self.plan.multilabel
         keep = self.class_indices if sigmoid and len(self.class_indices) < len(self.plan.class_names) else None
         data = torch.from_numpy(np.ascontiguousarray(case.data))
@@ -154,60 +149,57 @@ class Predictor:
                 windows_per_batch=self.windows_per_batch, device=self.device,
                 activation="sigmoid" if sigmoid else "softmax", pad_value=self._pad_value(),
                 skip_constant_windows=True, keep_channels=keep, autocast_dtype=self.autocast_dtype,
-                channels_last=self.channels_last, progress=self.progress)
+                channels_last=self.channels_last, progress=self.progress, result_device=self.device)
             total = probs if total is None else total.add_(probs)
         if len(self.networks) > 1:
             total /= len(self.networks)
         return total
 
     def export(self, case: PreparedCase, probs: torch.Tensor) -> PredictionResult:
-        """Probabilities in network space -> label map (and masks) on the original grid."""
+        """Probabilities in network space (on any device) -> label map (and masks) on the original grid."""
         t0 = time.perf_counter()
-        plan, props = self.plan, case.props
+        plan = self.plan
         shape = tuple(case.geometry.shape)
         names = [plan.class_names[k] for k in self.class_indices]
         values = [plan.label_values[k] for k in self.class_indices]
         dtype = np.uint8 if max(values + [0]) < 256 else np.uint16
         masks = None
+        box = None
         if plan.multilabel:
             # probs holds only the kept channels when a subset was requested, else all classes.
             rows = list(range(len(self.class_indices))) if probs.shape[0] == len(self.class_indices) \
                 else self.class_indices
             masks = np.zeros((len(rows),) + shape, dtype=np.uint8)
-            for start in range(0, len(rows), CHUNK_CLASSES):
-                chunk = rows[start:start + CHUNK_CLASSES]
-                restored = self._restore(probs[chunk].numpy(), props)
-                masks[start:start + len(chunk)] = restored > 0.5
+            for i, row in enumerate(rows):
+                block, box = self._restore(probs[row:row + 1], case.props)
+                masks[(i,) + box] = (block[0] > 0.5).cpu().numpy()
             if self.postprocess == "largest-component":
                 for c in range(len(masks)):
-                    masks[c] = keep_largest_component(masks[c])
+                    masks[(c,) + box] = keep_largest_component(masks[(c,) + box])
             label_map = np.zeros(shape, dtype=dtype)
             for c, v in enumerate(values):  # later (higher-index) classes overwrite earlier ones
                 label_map[masks[c] > 0] = v
         else:
-            best = None
-            index = np.zeros(shape, dtype=np.int16)
-            for start in range(0, probs.shape[0], CHUNK_CLASSES):
-                chunk = list(range(start, min(start + CHUNK_CLASSES, probs.shape[0])))
-                fill = [1.0 if c == 0 else 0.0 for c in chunk]  # outside the crop box: background
-                restored = self._restore(probs[chunk].numpy(), props, fill)
-                for i, c in enumerate(chunk):
-                    if best is None:
-                        best = restored[i].copy()
-                        continue
-                    better = restored[i] > best
-                    best[better] = restored[i][better]
-                    index[better] = c
+            best = index = None
+            for c in range(probs.shape[0]):
+                block, box = self._restore(probs[c:c + 1], case.props)
+                if best is None:
+                    best, index = block[0], torch.zeros(block.shape[1:], dtype=torch.int16, device=block.device)
+                    continue
+                better = block[0] > best  # strict: on ties the lower class index wins, like argmax
+                best = torch.where(better, block[0], best)
+                index[better] = c
             lut = np.zeros(len(plan.class_names) + 1, dtype=dtype)
             for k in self.class_indices:
                 lut[k + 1] = plan.label_values[k]
-            label_map = lut[index]
+            label_map = np.zeros(shape, dtype=dtype)
+            label_map[box] = lut[index.cpu().numpy()]
             if self.postprocess == "largest-component":
-                keep_largest_component_per_label(label_map, values)
-        result = PredictionResult(case.case_id, case.geometry, label_map, names, values, masks, None, props,
+                keep_largest_component_per_label(label_map[box], values)
+        result = PredictionResult(case.case_id, case.geometry, label_map, names, values, masks, None, case.props,
                                   dict(case.timings))
         if self.keep_probabilities:
-            result.probabilities = probs.numpy().astype(np.float16)
+            result.probabilities = probs.cpu().numpy().astype(np.float16)
         result.timings["export"] = time.perf_counter() - t0
         return result
 
@@ -235,10 +227,10 @@ class Predictor:
             return float((n.lower - n.mean) / n.std)
         return 0.0
 
-    def _restore(self, array: np.ndarray, props, fill=0.0) -> np.ndarray:
-        from ..preprocessing import restore_to_original
+    def _restore(self, values: torch.Tensor, props):
+        from ..preprocessing import restore_block
 
-        return restore_to_original(array.astype(np.float32, copy=False), props, self.plan, order=1, fill=fill)
+        return restore_block(values.float(), props, self.plan)
 
 
 def keep_largest_component_per_label(label_map: np.ndarray, values) -> None:

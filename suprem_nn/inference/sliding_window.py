@@ -19,7 +19,7 @@ What happens, in order:
 4. Mirroring test-time augmentation averages the logits of all ``2^n`` flip
    combinations of ``mirror_axes`` exactly (each flip is un-flipped before averaging).
 5. ``activation`` (softmax over channels, or sigmoid) is applied to the averaged
-   logits, as nnU-Net and SuPreM/MONAI do. The result comes back on the CPU.
+   logits, as nnU-Net and SuPreM/MONAI do. The result comes back on ``result_device`` (the CPU by default).
 
 Windows and mirrors are averaged in logit space; ensembles of several networks
 are averaged in probability space by :class:`suprem_nn.inference.Predictor`.
@@ -131,8 +131,9 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
                            pad_value: float = 0.0, use_gaussian: bool = True, skip_constant_windows: bool = False,
                            keep_channels: Optional[Sequence[int]] = None, autocast_dtype: Optional[torch.dtype] = None,
                            channels_last: bool = False, progress: bool = False,
-                           importance_map: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Predict a whole ``(C, x, y, z)`` volume window by window; returns ``(K, x, y, z)`` float32 on the CPU.
+                           importance_map: Optional[torch.Tensor] = None,
+                           result_device: str | torch.device = "cpu") -> torch.Tensor:
+    """Predict a whole ``(C, x, y, z)`` volume window by window; returns ``(K, x, y, z)`` float32.
 
     Args:
         network: maps ``(B, C, *patch_size)`` to ``(B, K, *patch_size)`` logits; must already be on ``device``.
@@ -157,6 +158,8 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
         progress: show a tqdm bar over windows.
         importance_map: per-voxel window weights of shape ``patch_size`` replacing the Gaussian (e.g. nnU-Net's
             own map, centred at ``patch // 2``, to reproduce its outputs); must be strictly positive.
+        result_device: where the result is returned (the CPU by default; ``device`` keeps it on the GPU
+            for on-device export).
     """
     if data.ndim != 4:
         raise ValueError(f"expected a (C, x, y, z) volume, got shape {tuple(data.shape)}")
@@ -251,4 +254,4 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
         result = torch.softmax(result, dim=0)
     elif activation == "sigmoid":
         result = torch.sigmoid(result)
-    return result.to("cpu").contiguous()
+    return result.to(result_device).contiguous()

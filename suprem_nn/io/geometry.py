@@ -111,15 +111,14 @@ def apply_reorientation(array: np.ndarray, r: Reorientation) -> np.ndarray:
     return out
 
 
-def undo_reorientation(array: np.ndarray, r: Reorientation) -> np.ndarray:
-    """Exact inverse of :func:`apply_reorientation`."""
+def undo_reorientation(array, r: Reorientation):
+    """Exact inverse of :func:`apply_reorientation`; takes a numpy array or a torch tensor (kept on its device)."""
     lead = array.ndim - 3
-    out = array
-    for t, f in enumerate(r.flips):
-        if f:
-            out = np.flip(out, axis=lead + t)
-    inverse = np.argsort(r.permutation)
-    return np.transpose(out, tuple(range(lead)) + tuple(lead + int(p) for p in inverse))
+    flip_axes = [lead + t for t, f in enumerate(r.flips) if f]
+    order = tuple(range(lead)) + tuple(lead + int(p) for p in np.argsort(r.permutation))
+    if isinstance(array, np.ndarray):
+        return np.transpose(np.flip(array, axis=tuple(flip_axes)) if flip_axes else array, order)
+    return (array.flip(flip_axes) if flip_axes else array).permute(order)
 
 
 def reoriented_geometry(geometry: Geometry, r: Reorientation) -> Geometry:

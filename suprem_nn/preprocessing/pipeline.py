@@ -112,6 +112,21 @@ def restore_to_original(array: np.ndarray, props: CaseProperties, plan: Plan, or
     return uncrop(block, _box_in_file_axes(props), props.original_geometry.shape, fill)
 
 
+def restore_block(values, props: CaseProperties, plan: Plan):
+    """Linear-resample (C, x, y, z) network-space values (a torch tensor, on any device) onto the crop box.
+
+    Returns ``(block, box)``: ``block`` is (C, *box shape) in the file's axis order on the same device,
+    ``box`` the tuple of slices that places it on the original grid. Everything outside the box is what
+    preprocessing cropped away (air below the crop threshold), so prediction export can decide labels on
+    the block alone and never allocate full-size float arrays.
+    """
+    from .resampling import resample_tensor
+
+    sep = separate_axis(plan.target_spacing, props.spacing_after_reorientation, plan.anisotropy_threshold)
+    block = undo_reorientation(resample_tensor(values, props.shape_after_crop, 1, sep), props.reorientation)
+    return block, tuple(slice(lo, hi) for lo, hi in _box_in_file_axes(props))
+
+
 def _box_in_file_axes(props: CaseProperties) -> list[list[int]]:
     """The crop box (given in reoriented axes) in the file's own axis order and direction."""
     r, shape = props.reorientation, props.shape_after_reorientation

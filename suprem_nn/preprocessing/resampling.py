@@ -42,7 +42,7 @@ def resample_image(data: np.ndarray, new_shape: Sequence[int], order: int,
         return data.copy()
     if sep_axis is None:
         if order <= 1:
-            return _torch_resize(data, new_shape, "trilinear" if order == 1 else "nearest-exact")
+            return resample_tensor(torch.from_numpy(np.ascontiguousarray(data)), new_shape, order).numpy()
         zoom = [n / o for n, o in zip(new_shape, data.shape[1:])]
         return np.stack([ndimage.zoom(c, zoom, order=order, mode="nearest", grid_mode=True) for c in data])
     return _resample_separate(data, new_shape, order, sep_axis)
@@ -125,27 +125,48 @@ def _source_indices(n_in: int, n_out: int, mode: str):
     return i0, i1, (src - i0).astype(np.float32)
 
 
-def _torch_resize(data: np.ndarray, new_shape: tuple, mode: str) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(data))[None]
-    kwargs = {"align_corners": False} if mode in ("trilinear", "bilinear", "bicubic") else {}
-    return F.interpolate(t, size=new_shape, mode=mode, **kwargs)[0].numpy()
+def resample_tensor(data: torch.Tensor, new_shape: Sequence[int], order: int = 1,
+                    sep_axis: Optional[int] = None) -> torch.Tensor:
+    """Linear (``order`` 1) or nearest (0) resampling of a (C, i, j, k) float tensor, on the tensor's own device.
+
+    The same rule as :func:`resample_image` for these orders (cell-centred, ``align_corners=False``); with
+    ``sep_axis``, in-plane interpolation per slice and nearest slice selection along that axis. Used by
+    prediction export so probabilities can go back to the original grid on the GPU.
+    """
+    new_shape = tuple(int(s) for s in new_shape)
+    if tuple(data.shape[1:]) == new_shape:
+        return data
+    if sep_axis is None:
+        mode = "trilinear" if order == 1 else "nearest-exact"
+        kwargs = {"align_corners": False} if order == 1 else {}
+        return F.interpolate(data[None], size=new_shape, mode=mode, **kwargs)[0]
+    moved = data.movedim(sep_axis + 1, 1)  # (C, n_slices, a, b)
+    plane_shape = tuple(s for a, s in enumerate(new_shape) if a != sep_axis)
+    c, n = moved.shape[:2]
+    slices = moved.reshape((c * n, 1) + tuple(moved.shape[2:]))
+    if tuple(moved.shape[2:]) != plane_shape:
+        mode = "bilinear" if order == 1 else "nearest-exact"
+        kwargs = {"align_corners": False} if order == 1 else {}
+        slices = F.interpolate(slices, size=plane_shape, mode=mode, **kwargs)
+    slices = slices.reshape((c, n) + plane_shape)
+    n_new = new_shape[sep_axis]
+    if n_new != n:
+        src = np.minimum(((np.arange(n_new) + 0.5) * n / n_new).astype(np.int64), n - 1)
+        slices = slices.index_select(1, torch.from_numpy(src).to(slices.device))
+    return slices.movedim(1, sep_axis + 1).contiguous()
 
 
 def _resample_separate(data: np.ndarray, new_shape: tuple, order: int, axis: int) -> np.ndarray:
-    """In-plane with ``order``, then nearest along ``axis``."""
+    """In-plane with ``order`` (spline for 3), then nearest along ``axis``."""
+    if order <= 1:
+        return resample_tensor(torch.from_numpy(np.ascontiguousarray(data)), new_shape, order, axis).numpy()
     moved = np.moveaxis(data, axis + 1, 1)  # (C, n_slices, a, b)
     plane_shape = tuple(s for a, s in enumerate(new_shape) if a != axis)
     c, n = moved.shape[:2]
     slices = np.ascontiguousarray(moved.reshape((c * n,) + moved.shape[2:]))
     if moved.shape[2:] != plane_shape:
-        if order <= 1:
-            mode = "bilinear" if order == 1 else "nearest-exact"
-            t = torch.from_numpy(slices)[:, None]
-            kwargs = {"align_corners": False} if order == 1 else {}
-            slices = F.interpolate(t, size=plane_shape, mode=mode, **kwargs)[:, 0].numpy()
-        else:
-            zoom = [p / o for p, o in zip(plane_shape, slices.shape[1:])]
-            slices = np.stack([ndimage.zoom(s, zoom, order=order, mode="nearest", grid_mode=True) for s in slices])
+        zoom = [p / o for p, o in zip(plane_shape, slices.shape[1:])]
+        slices = np.stack([ndimage.zoom(s, zoom, order=order, mode="nearest", grid_mode=True) for s in slices])
     slices = slices.reshape((c, n) + plane_shape)
     n_new = new_shape[axis]
     if n_new != n:
