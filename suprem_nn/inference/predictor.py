@@ -96,6 +96,9 @@ class Predictor:
         if spacing_factor != 1.0:
             self.plan = copy.deepcopy(plan)
             self.plan.target_spacing = [s * spacing_factor for s in plan.target_spacing]
+        if self.device.type == "cuda":
+            # Every window has the same shape, so cuDNN's per-shape algorithm search pays for itself at once.
+            torch.backends.cudnn.benchmark = True
         self.networks = [n.to(self.device).eval() for n in networks]
         if channels_last:
             self.networks = [n.to(memory_format=torch.channels_last_3d) for n in self.networks]

@@ -42,7 +42,17 @@ def strip_ending(path: str | os.PathLike) -> str:
 
 def is_dicom_folder(path: str | os.PathLike) -> bool:
     path = Path(path)
-    return path.is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+    return path.is_dir() and bool(_dicom_series_ids(path))
+
+
+def _dicom_series_ids(folder: Path) -> tuple:
+    """The DICOM series in ``folder``, without ITK's console warning for folders that hold none."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def read_image(path: str | os.PathLike, check_finite: bool = True) -> tuple[np.ndarray, Geometry]:
@@ -171,7 +181,7 @@ def _check_written(tmp: Path, data_bytes: int, ending: str) -> None:
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    series = _dicom_series_ids(folder)
     if not series:
         raise ImageReadError("folder holds no image file and no DICOM series", folder)
     if len(series) > 1:
