@@ -53,6 +53,7 @@ def main() -> int:
     ap.add_argument("--mirror-axes", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--step-size", type=float, default=0.5)
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--windows-per-batch", type=int, default=None, help="default: predict()'s (4 on CUDA)")
     ap.add_argument("--shape", nargs=3, type=int, default=list(SHAPE), help="voxels (a smaller one for a smoke test)")
     ap.add_argument("--spacing", nargs=3, type=float, default=list(SPACING), help="mm")
     ap.add_argument("--out", default=None)
@@ -81,7 +82,8 @@ def main() -> int:
         out = work / f"out_{backbone}"
         t0 = time.perf_counter()
         summary = predict(inp, out, folder, folds=(0,), device=args.device, step_size=args.step_size,
-                          channels_last=args.channels_last, progress=False, overwrite=True)
+                          channels_last=args.channels_last, windows_per_batch=args.windows_per_batch,
+                          progress=False, overwrite=True)
         wall = time.perf_counter() - t0
         assert summary.ok, summary.failures
         report = json.loads(summary.report_path.read_text())

@@ -173,15 +173,22 @@ class Predictor:
             rows = list(range(len(self.class_indices))) if probs.shape[0] == len(self.class_indices) \
                 else self.class_indices
             masks = np.zeros((len(rows),) + shape, dtype=np.uint8)
+            index = None  # 1 + the highest class whose mask holds the voxel (0: none), built on the device
             for i, row in enumerate(rows):
                 block, box = self._restore(probs[row:row + 1], case.props)
-                masks[(i,) + box] = (block[0] > 0.5).cpu().numpy()
+                mask = block[0] > 0.5
+                masks[(i,) + box] = mask.cpu().numpy()
+                if index is None:
+                    index = torch.zeros(mask.shape, dtype=torch.int16, device=mask.device)
+                index[mask] = i + 1  # later (higher-index) classes overwrite earlier ones
+            index = index.cpu().numpy()
             if self.postprocess == "largest-component":
+                index[:] = 0
                 for c in range(len(masks)):
                     masks[(c,) + box] = keep_largest_component(masks[(c,) + box])
+                    index[masks[(c,) + box] > 0] = c + 1
             label_map = np.zeros(shape, dtype=dtype)
-            for c, v in enumerate(values):  # later (higher-index) classes overwrite earlier ones
-                label_map[masks[c] > 0] = v
+            label_map[box] = np.asarray([0] + values, dtype=dtype)[index]
         else:
             best = index = None
             for c in range(probs.shape[0]):

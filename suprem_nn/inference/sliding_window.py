@@ -181,13 +181,17 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
     spatial = list(data.shape[1:])
     pad_lo = [max(p - s, 0) // 2 for s, p in zip(spatial, patch)]
     pad_hi = [max(p - s, 0) - lo for s, p, lo in zip(spatial, patch, pad_lo)]
-    data = data.to(device=device, dtype=torch.float32)
+    data = data.to(dtype=torch.float32)
     if any(pad_lo) or any(pad_hi):
         # F.pad takes (last axis lo, hi, ..., first axis lo, hi).
         pads = [v for a in (2, 1, 0) for v in (pad_lo[a], pad_hi[a])]
         data = torch.nn.functional.pad(data, pads, mode="constant", value=float(pad_value))
     padded = list(data.shape[1:])
     starts = list(itertools.product(*(compute_steps(s, p, step_size) for s, p in zip(padded, patch))))
+    # Decided before the volume moves to the GPU: a per-window check there would stall the GPU once per window.
+    constant = [skip_constant_windows and bool((data[:, s[0]:s[0] + patch[0], s[1]:s[1] + patch[1],
+                                                     s[2]:s[2] + patch[2]] == pad_value).all()) for s in starts]
+    data = data.to(device=device)
 
     if importance_map is not None:
         if list(importance_map.shape) != patch or not bool((importance_map > 0).all()):
@@ -223,8 +227,8 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
     try:
         pending: list = []
         bar = tqdm(total=len(starts), desc="windows", unit="win", leave=False, disable=not progress)
-        for s in starts:
-            if skip_constant_windows and bool((window(s) == pad_value).all()):
+        for s, is_constant in zip(starts, constant):
+            if is_constant:
                 if constant_logits is None:
                     constant_logits = run(torch.full([1, data.shape[0]] + patch, float(pad_value),
                                                      dtype=torch.float32, device=device))[0]

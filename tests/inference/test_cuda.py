@@ -27,13 +27,18 @@ def _segresnet(plan, seed=0):
 def test_cuda_prediction_matches_cpu(real_ct, autocast):
     img, geo = read_image(real_ct / "ts_abdomen_sm_3mm" / "ct.nii.gz")
     plan = tiny_plan(multilabel=False, spacing=(3.0, 3.0, 3.0), patch=(32, 32, 32))
-    cpu = Predictor(plan, [_segresnet(plan)], use_mirroring=True).predict_case([img], geo)
-    gpu_predictor = Predictor(plan, [_segresnet(plan)], device="cuda", use_mirroring=True, windows_per_batch=4,
-                              autocast_dtype=autocast)
-    gpu = gpu_predictor.predict_case([img], geo)
-    assert gpu.label_map.shape == geo.shape and gpu.label_map.dtype == cpu.label_map.dtype
-    agreement = float((gpu.label_map == cpu.label_map).mean())
-    assert agreement > (0.9999 if autocast is None else 0.99), agreement
+    cpu = Predictor(plan, [_segresnet(plan)], use_mirroring=True)
+    gpu = Predictor(plan, [_segresnet(plan)], device="cuda", use_mirroring=True, windows_per_batch=4,
+                    autocast_dtype=autocast)
+    case = cpu.prepare([img], geo)
+    p_cpu, p_gpu = cpu.network_pass(case), gpu.network_pass(case)
+    assert p_gpu.device.type == "cuda"
+    # float32 on CUDA convolves in TF32 by default; bf16 autocast rounds activations to 8 mantissa bits.
+    assert float((p_gpu.cpu() - p_cpu).abs().max()) < (2e-2 if autocast is None else 1e-1)
+    a, b = cpu.export(case, p_cpu), gpu.export(case, p_gpu)
+    assert b.label_map.shape == geo.shape and b.label_map.dtype == a.label_map.dtype
+    agreement = float((a.label_map == b.label_map).mean())
+    assert agreement > (0.999 if autocast is None else 0.99), agreement
 
 
 def test_cuda_multilabel_with_largest_component(real_ct):
