@@ -56,6 +56,7 @@ def main() -> int:
     ap.add_argument("--windows-per-batch", type=int, default=None, help="default: predict()'s (4 on CUDA)")
     ap.add_argument("--shape", nargs=3, type=int, default=list(SHAPE), help="voxels (a smaller one for a smoke test)")
     ap.add_argument("--spacing", nargs=3, type=float, default=list(SPACING), help="mm")
+    ap.add_argument("--phantom", default=None, help="keep the generated CT here and reuse it on later runs")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     shape, spacing = tuple(args.shape), tuple(args.spacing)
@@ -68,12 +69,17 @@ def main() -> int:
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     work = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     t0 = time.perf_counter()
-    ph = make_phantom(0, shape, spacing)
     inp = work / "input"
     inp.mkdir()
-    write_image(ph.ct, ph.geometry, inp / "ct_a.nii.gz")
+    if args.phantom and Path(args.phantom).is_file():
+        shutil.copyfile(args.phantom, inp / "ct_a.nii.gz")
+    else:
+        ph = make_phantom(0, shape, spacing)
+        write_image(ph.ct, ph.geometry, inp / "ct_a.nii.gz")
+        if args.phantom:
+            shutil.copyfile(inp / "ct_a.nii.gz", args.phantom)
     shutil.copyfile(inp / "ct_a.nii.gz", inp / "ct_b.nii.gz")
-    print(f"phantom {shape} at {spacing} mm written in {time.perf_counter() - t0:.1f} s; device {device_name}",
+    print(f"phantom {shape} at {spacing} mm ready in {time.perf_counter() - t0:.1f} s; device {device_name}",
           flush=True)
     results = {"device": device_name, "shape": shape, "spacing": spacing, "mirror_axes": args.mirror_axes,
                "step_size": args.step_size, "runs": []}
