@@ -98,7 +98,8 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
                           use_mirroring=not disable_tta, windows_per_batch=windows_per_batch,
                           autocast_dtype=autocast, channels_last=channels_last, postprocess=postprocess,
                           classes=classes, spacing_factor=2.0 if fast else 1.0,
-                          keep_probabilities=save_probabilities, progress=progress)
+                          keep_probabilities=save_probabilities, progress=progress,
+                          keep_masks=per_class or statistics)
     load_seconds = time.perf_counter() - t_load
     return run_prediction(predictor, input, output, per_class=per_class, save_probabilities=save_probabilities,
                           num_workers=num_workers, overwrite=overwrite, statistics=statistics, preview=preview,

@@ -80,13 +80,15 @@ class Predictor:
         spacing_factor: multiply the plan's target spacing (2.0 = ``--fast`` preview quality).
         keep_probabilities: keep the network-space probabilities (float16) in the result.
         progress: tqdm bar over windows.
+        keep_masks: keep multi-label plans' per-class masks (K, i, j, k) in the result (needed for per-class
+            files and statistics); without them only the combined label map is made.
     """
 
     def __init__(self, plan: Plan, networks: Sequence[nn.Module], device: str = "cpu", step_size: float = 0.5,
                  use_mirroring: bool = True, windows_per_batch: int = 2, autocast_dtype: Optional[torch.dtype] = None,
                  channels_last: bool = False, postprocess: Optional[str] = None,
                  classes: Optional[Sequence[str]] = None, spacing_factor: float = 1.0,
-                 keep_probabilities: bool = False, progress: bool = False):
+                 keep_probabilities: bool = False, progress: bool = False, keep_masks: bool = True):
         if not networks:
             raise ValueError("Predictor needs at least one network")
         if postprocess not in (None, "largest-component"):
@@ -109,6 +111,7 @@ class Predictor:
         self.channels_last = channels_last
         self.postprocess = postprocess
         self.keep_probabilities = keep_probabilities
+        self.keep_masks = keep_masks
         self.progress = progress
         if classes:
             unknown = [c for c in classes if c not in plan.class_names]
@@ -172,12 +175,15 @@ class Predictor:
             # probs holds only the kept channels when a subset was requested, else all classes.
             rows = list(range(len(self.class_indices))) if probs.shape[0] == len(self.class_indices) \
                 else self.class_indices
-            masks = np.zeros((len(rows),) + shape, dtype=np.uint8)
+            # Full-size masks cost one pass over a K x original-size array: only when someone will read them.
+            keep = self.keep_masks or self.postprocess == "largest-component"
+            masks = np.zeros((len(rows),) + shape, dtype=np.uint8) if keep else None
             index = None  # 1 + the highest class whose mask holds the voxel (0: none), built on the device
             for i, row in enumerate(rows):
                 block, box = self._restore(probs[row:row + 1], case.props)
                 mask = block[0] > 0.5
-                masks[(i,) + box] = mask.cpu().numpy()
+                if keep:
+                    masks[(i,) + box] = mask.cpu().numpy()
                 if index is None:
                     index = torch.zeros(mask.shape, dtype=torch.int16, device=mask.device)
                 index[mask] = i + 1  # later (higher-index) classes overwrite earlier ones
@@ -189,6 +195,8 @@ class Predictor:
                     index[masks[(c,) + box] > 0] = c + 1
             label_map = np.zeros(shape, dtype=dtype)
             label_map[box] = np.asarray([0] + values, dtype=dtype)[index]
+            if not self.keep_masks:
+                masks = None
         else:
             best = index = None
             for c in range(probs.shape[0]):
