@@ -39,6 +39,7 @@ def load_model_folder(folder: str | Path, folds: Sequence[str | int] = (0,),
         if not folds:
             raise ModelError(f"no fold_*/{checkpoint_name} in the model folder", folder)
     networks = []
+    trained_axes = set(plan.mirror_axes)
     for fold in folds:
         path = folder / f"fold_{fold}" / checkpoint_name
         if not path.is_file():
@@ -57,6 +58,9 @@ def load_model_folder(folder: str | Path, folds: Sequence[str | int] = (0,),
             raise ModelError(f"weights do not fit the planned network ({str(exc).splitlines()[0][:200]})",
                              path) from None
         networks.append(net.eval())
+        # Test-time mirroring over the axes every fold was trained with (absent in older checkpoints: the plan's).
+        trained_axes &= set(ckpt.get("inference_allowed_mirroring_axes", plan.mirror_axes))
+    plan.mirror_axes = sorted(trained_axes)
     return plan, networks
 
 

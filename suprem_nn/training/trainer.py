@@ -155,6 +155,10 @@ class Trainer:
                       world_size=self.dist.world_size, oversample_foreground=cfg.oversample_foreground,
                       mirror_axes=plan.mirror_axes)
         self.train_sampler = PatchSampler(self.cache, self.train_cases, augmentation=cfg.augmentation, **common)
+        # Mirroring at test time only helps over axes the network saw mirrored in training; a model trained
+        # without mirror augmentation predicts worse when its outputs are averaged with mirrored passes.
+        aug = self.train_sampler.augmentation
+        self.trained_mirror_axes = list(plan.mirror_axes) if aug is not None and aug.get("mirror", True) else []
         self.val_sampler = PatchSampler(self.cache, self.val_cases, augmentation=None, **common)
 
         if self.continue_training:
@@ -381,7 +385,7 @@ class Trainer:
             "rng_state": capture_rng_state(), "history": self.log.history,
             "ema_dice": self.ema_dice, "best_ema": self.best_ema,
             "config": json.dumps(self.cfg.to_json()),
-            "inference_allowed_mirroring_axes": list(plan.mirror_axes),
+            "inference_allowed_mirroring_axes": self.trained_mirror_axes,
         }
 
     def _resume(self) -> None:

@@ -30,7 +30,7 @@ def validate_fold(trainer) -> dict:
     out = trainer.folder / "validation"
     out.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(plan, [trainer.network], device=str(trainer.device), step_size=trainer.cfg.validation_step_size,
-                          use_mirroring=True, autocast_dtype=trainer.amp_dtype)
+                          use_mirroring=bool(trainer.trained_mirror_axes), autocast_dtype=trainer.amp_dtype)
     classes = dict(zip(plan.class_names, plan.label_values))
     cases = []
     trainer.log.line(f"final validation: {len(trainer.val_cases)} case(s) with the sliding-window predictor")
