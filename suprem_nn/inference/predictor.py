@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -32,7 +31,7 @@ from torch import nn
 from ..errors import SupremError
 from ..io.geometry import Geometry
 from ..planning.plans import Plan
-from .sliding_window import network_uses_batch_statistics, sliding_window_predict
+from .sliding_window import sliding_window_predict
 
 __all__ = ["PredictionResult", "Predictor", "PreparedCase"]
 

@@ -31,7 +31,6 @@ import itertools
 import math
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
