@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -131,7 +131,9 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
                            keep_channels: Optional[Sequence[int]] = None, autocast_dtype: Optional[torch.dtype] = None,
                            channels_last: bool = False, progress: bool = False,
                            importance_map: Optional[torch.Tensor] = None,
-                           result_device: str | torch.device = "cpu") -> torch.Tensor:
+                           result_device: str | torch.device = "cpu",
+                           step_rule: Callable[[int, int, float], list[int]] = compute_steps,
+                           accumulate_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Predict a whole ``(C, x, y, z)`` volume window by window; returns ``(K, x, y, z)`` float32.
 
     Args:
@@ -159,6 +161,9 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
             own map, centred at ``patch // 2``, to reproduce its outputs); must be strictly positive.
         result_device: where the result is returned (the CPU by default; ``device`` keeps it on the GPU
             for on-device export).
+        step_rule: ``(size, patch, step_size) -> window starts`` along one axis (default :func:`compute_steps`).
+        accumulate_dtype: dtype of the weighted sums (and of the result). float32 by default; nnU-Net v2 sums
+            in float16, which :class:`~suprem_nn.inference.nnunet.NnunetPredictor` reproduces.
     """
     if data.ndim != 4:
         raise ValueError(f"expected a (C, x, y, z) volume, got shape {tuple(data.shape)}")
@@ -186,7 +191,7 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
         pads = [v for a in (2, 1, 0) for v in (pad_lo[a], pad_hi[a])]
         data = torch.nn.functional.pad(data, pads, mode="constant", value=float(pad_value))
     padded = list(data.shape[1:])
-    starts = list(itertools.product(*(compute_steps(s, p, step_size) for s, p in zip(padded, patch))))
+    starts = list(itertools.product(*(step_rule(s, p, step_size) for s, p in zip(padded, patch))))
     # Decided before the volume moves to the GPU: a per-window check there would stall the GPU once per window.
     constant = [skip_constant_windows and bool((data[:, s[0]:s[0] + patch[0], s[1]:s[1] + patch[1],
                                                      s[2]:s[2] + patch[2]] == pad_value).all()) for s in starts]
@@ -195,14 +200,14 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
     if importance_map is not None:
         if list(importance_map.shape) != patch or not bool((importance_map > 0).all()):
             raise ValueError(f"importance_map must be strictly positive with shape {patch}")
-        weight_map = importance_map.to(device=device, dtype=torch.float32)
+        weight_map = importance_map.to(device=device)
     else:
         weight_map = (gaussian_importance_map(patch, device=device) if use_gaussian
                       else torch.ones(patch, dtype=torch.float32, device=device))
     was_training = network.training
     network.eval()
     accum = None
-    weights = torch.zeros(padded, dtype=torch.float32, device=device)
+    weights = torch.zeros(padded, dtype=accumulate_dtype, device=device)
     constant_logits = None
 
     def window(s):
@@ -216,7 +221,7 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
     def add(s, logits: torch.Tensor) -> None:
         nonlocal accum
         if accum is None:
-            accum = torch.zeros([logits.shape[0]] + padded, dtype=torch.float32, device=device)
+            accum = torch.zeros([logits.shape[0]] + padded, dtype=accumulate_dtype, device=device)
         sl = (slice(s[0], s[0] + patch[0]), slice(s[1], s[1] + patch[1]), slice(s[2], s[2] + patch[2]))
         accum[(slice(None),) + sl].add_(logits * weight_map)
         weights[sl].add_(weight_map)

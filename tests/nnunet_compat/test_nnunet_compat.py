@@ -83,7 +83,9 @@ def test_labels_match_nnunet_predict(tiny_model, tmp_path, tta):
     agreement = float((ref == ours).mean())
     present = np.unique(ref)
     assert len(present) > 1, "the reference predicts only background; the comparison would be vacuous"
-    assert agreement >= 0.999, f"label agreement {agreement:.5f} < 0.999 (labels {present})"
+    # nnU-Net's window placement and float16 sums are reproduced: the labels are identical in practice (the
+    # issue asks 99.9 %); a handful of voxels may still round differently in the float16 resampling.
+    assert agreement >= 0.9999, f"label agreement {agreement:.6f} < 0.9999 (labels {present})"
     assert report["settings"]["mirror_axes"] == ([0, 1, 2] if tta else [])
     assert report["settings"]["patch_size"] == [32, 8, 32]
 

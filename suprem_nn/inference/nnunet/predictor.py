@@ -50,6 +50,18 @@ def nnunet_gaussian(patch_size: Sequence[int], sigma_scale: float = 1.0 / 8) -> 
     return g.float()
 
 
+def nnunet_steps(size: int, patch: int, step_size: float) -> list[int]:
+    """nnU-Net's ``compute_steps_for_sliding_window`` along one axis: ``ceil((size - patch) / (patch * step)) + 1``
+    windows at ``round(i * (size - patch) / (n - 1))`` (numpy's round half to even). Our own rule places the
+    windows mirror-symmetrically instead; on near-tie voxels of a weakly trained model the placement alone
+    moves about 0.1 % of the labels."""
+    n = int(np.ceil((size - patch) / (patch * step_size))) + 1
+    if n == 1:
+        return [0]
+    step = (size - patch) / (n - 1)
+    return [int(np.round(step * i)) for i in range(n)]
+
+
 CHUNK_CHANNELS = 4  # logit channels resampled together at export (bounds memory, keeps a running argmax)
 
 
@@ -112,7 +124,8 @@ class NnunetPredictor:
         return PreparedCase(case_id, data, props, list(images), geometry, {"preprocess": time.perf_counter() - t0})
 
     def network_pass(self, case: PreparedCase) -> torch.Tensor:
-        """Logits ``(K, x, y, z)`` float32 on the CPU, averaged over windows, mirrors and folds."""
+        """Logits ``(K, x, y, z)`` on the CPU, averaged over windows, mirrors and folds in float16 as nnU-Net
+        does (its sums are float16; reproducing that keeps near-tie voxels on nnU-Net's side)."""
         data = torch.from_numpy(np.ascontiguousarray(case.data))
         total = None
         for net in self.networks:
@@ -120,7 +133,8 @@ class NnunetPredictor:
                 net, data, self.prep.patch_size, self.step_size, self.mirror_axes,
                 windows_per_batch=self.windows_per_batch, device=self.device, activation=None, pad_value=0.0,
                 skip_constant_windows=True, autocast_dtype=self.autocast_dtype, channels_last=self.channels_last,
-                progress=self.progress, importance_map=self.importance_map)
+                progress=self.progress, importance_map=self.importance_map, step_rule=nnunet_steps,
+                accumulate_dtype=torch.float16)
             total = logits if total is None else total.add_(logits)
         if len(self.networks) > 1:
             total /= len(self.networks)
@@ -159,7 +173,7 @@ class NnunetPredictor:
         result = PredictionResult(case.case_id, case.geometry, label_map, list(labels.names), list(labels.values),
                                   None, None, props, dict(case.timings))
         if self.keep_probabilities:
-            act = torch.sigmoid(logits) if labels.has_regions else torch.softmax(logits, 0)
+            act = torch.sigmoid(logits.float()) if labels.has_regions else torch.softmax(logits.float(), 0)
             result.probabilities = act.numpy().astype(np.float16)
         result.timings["export"] = time.perf_counter() - t0
         return result
@@ -178,5 +192,8 @@ class NnunetPredictor:
 
     @staticmethod
     def _resample(logits: torch.Tensor, shape: tuple, axis: Optional[int]) -> np.ndarray:
-        """Order 1 (linear) back to the cropped original grid; order 0 along ``axis`` (separate z)."""
-        return resample_image(logits.numpy(), shape, order=1, sep_axis=axis)
+        """Order 1 (linear) back to the cropped original grid; order 0 along ``axis`` (separate z).
+
+        Rounded to float16 afterwards like nnU-Net's resampling (which returns its input's dtype): its argmax
+        then sees the same ties, which it breaks towards the lower label as ours does."""
+        return resample_image(logits.float().numpy(), shape, order=1, sep_axis=axis).astype(np.float16)
