@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
     info["loadavg_end"] = os.getloadavg()
     info["results"] = results
 
-    print(f"\n| network | GFLOP/fwd | " + " | ".join(f"{m} s (GFLOP/s)" for m in modes) + " | max abs bf16-fp32 (max abs fp32 logit) |")
+    print("\n| network | GFLOP/fwd | " + " | ".join(f"{m} s (GFLOP/s)" for m in modes) + " | max abs bf16-fp32 (max abs fp32 logit) |")
     print("|---|---|" + "---|" * len(modes) + "---|")
     for r in results:
         cells = [f"{r['modes'][m]['median_s']:.2f} ({r['modes'][m]['gflops_per_s']:.0f})" for m in modes]

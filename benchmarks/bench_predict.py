@@ -7,8 +7,8 @@ recipe (1.5 mm, sigmoid, largest component), and optionally measures the bf16-au
     PYTHONPATH=. python benchmarks/bench_predict.py [--backbones unet segresnet] [--cases ts_abdomen_sm_3mm]
         [--step-size 0.5] [--tta] [--bf16-check] [--device cpu]
 
-Prints one line per (backbone, case) and a JSON summary; nnU-Net v2 runs side by side only when the
-peer virtual environment ($HOME/peer/venv) is already installed.
+Prints one line per (backbone, case) and a JSON summary. The side-by-side with nnUNetv2_predict on one
+network is benchmarks/predict_bench.py; the GPU goal is benchmarks/bench_predict_gpu.py.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -101,11 +100,6 @@ def main() -> int:
                 if args.bf16_check:
                     row["bf16_cost"] = bf16_cost(backbone, ckpt, case, args)
                     print("   bf16 cost:", row["bf16_cost"], flush=True)
-    peer = Path.home() / "peer" / "venv" / "bin" / "nnUNetv2_predict"
-    if not peer.exists():
-        print("peer not installed (nnU-Net v2 side-by-side skipped; see /work/shared/peer/run_nnunet_baseline.sh)")
-    else:
-        print(f"peer found at {peer}: run /work/shared/peer/run_nnunet_baseline.sh for the side-by-side figures")
     print(json.dumps(results, indent=1))
     return 0
 

@@ -1,6 +1,6 @@
 """Drive a real nnU-Net v2 installation (the peer venv) to make trained models to compare against.
 
-Used by tests/nnunet_compat and benchmarks/bench_nnunet_predict.py. Every step is a subprocess of the
+Used by tests/nnunet_compat and benchmarks/predict_bench.py. Every step is a subprocess of the
 peer venv's own console scripts (``nnUNetv2_plan_and_preprocess``, ``nnUNetv2_train``, ``nnUNetv2_predict``);
 nothing of nnU-Net is imported into our process. Short training uses nnU-Net's own ``nnUNet_extTrainer``
 mechanism: a subclass of ``nnUNetTrainer`` that only lowers the epoch/iteration counts.
