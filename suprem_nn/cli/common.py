@@ -21,6 +21,8 @@ def run_command(name: str, parser: argparse.ArgumentParser, body: Callable[[argp
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     logging.getLogger("numexpr").setLevel(logging.WARNING)
+    if getattr(args, "debug", False):  # our own debug records (e.g. the traceback of each failed case)
+        logging.getLogger("suprem_nn").setLevel(logging.DEBUG)
     try:
         rc = body(args)
         return int(rc or 0)

@@ -199,6 +199,7 @@ def run_prediction(predictor: Predictor, input, output, per_class: bool = False,
             raise exc
         summary.failures.append(entry)
         log.error("%s: %s: %s", case.case_id, entry["file"], entry["problem"])
+        log.debug("%s: traceback (--debug)", case.case_id, exc_info=exc)
 
     workers = max(0, int(num_workers))
     prep_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prep") if workers else None

@@ -81,6 +81,10 @@ def test_bad_case_is_reported_and_the_rest_complete(real_ct, tmp_path, model):
     assert (tmp_path / "out" / "good.nii.gz").is_file() and not (tmp_path / "out" / "broken.nii.gz").exists()
     failed = [ln for ln in r.stderr.splitlines() if "failed:" in ln]
     assert len(failed) == 1 and "broken.nii.gz" in failed[0] and "Traceback" not in r.stderr
+    # --debug adds the failed case's traceback; the other case is still predicted
+    r = _run("-i", inp, "-o", tmp_path / "out_debug", "-m", model, "--quiet", "--debug")
+    assert r.returncode == 1 and "Traceback" in r.stderr and "broken: traceback" in r.stderr
+    assert (tmp_path / "out_debug" / "good.nii.gz").is_file()
 
 
 def test_single_truncated_file_gives_one_line_error(real_ct, tmp_path, model):
