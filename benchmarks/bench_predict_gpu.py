@@ -24,26 +24,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks._models import write_model_folder  # noqa: E402
 
 SHAPE, SPACING = (512, 512, 300), (0.8, 0.8, 1.5)
 
 
 def make_model_folder(root: Path, backbone: str, mirror_axes) -> Path:
-    import torch
-
     from suprem_nn.inference.models import suprem_direct_plan
-    from suprem_nn.networks import build_network
 
     plan = suprem_direct_plan(backbone)
     plan.dataset_name, plan.plan_name, plan.mirror_axes = "Dataset990_GpuBench", f"bench_{backbone}", list(mirror_axes)
-    folder = root / plan.plan_name
-    (folder / "fold_0").mkdir(parents=True)
-    plan.save(folder / "plans.json")
-    torch.manual_seed(0)
-    net = build_network(plan.network, plan.num_inputs, plan.num_outputs, **plan.network_kwargs)
-    torch.save({"network_weights": net.state_dict(), "network": plan.network, "num_inputs": plan.num_inputs,
-                "num_outputs": plan.num_outputs, "epoch": 0}, folder / "fold_0" / "checkpoint_final.pth")
-    return folder
+    return write_model_folder(root / plan.plan_name, plan)
 
 
 def main() -> int:

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._measure import run_measured  # noqa: E402
+from benchmarks._models import write_model_folder  # noqa: E402
 
 
 def make_ct(path: Path, shape, spacing=(0.8, 0.8, 1.0)) -> None:
@@ -47,9 +48,6 @@ def make_ct(path: Path, shape, spacing=(0.8, 0.8, 1.0)) -> None:
 
 
 def make_model(root: Path, classes: int, multilabel: bool, spacing: float) -> Path:
-    import torch
-
-    from suprem_nn.networks import build_network
     from suprem_nn.planning.plans import Normalization, Plan
 
     names = [f"class_{i + 1}" for i in range(classes)]
@@ -59,14 +57,7 @@ def make_model(root: Path, classes: int, multilabel: bool, spacing: float) -> Pa
                 normalization=[Normalization("ct_window", -175.0, 250.0)], crop_threshold=-175.0,
                 patch_size=[64, 64, 64], batch_size=1, divisibility=8, median_shape=[64, 64, 64],
                 network_kwargs={"init_filters": 8}, mirror_axes=[])
-    folder = root / plan.dataset_name / plan.plan_name
-    (folder / "fold_0").mkdir(parents=True)
-    plan.save(folder / "plans.json")
-    torch.manual_seed(0)
-    net = build_network(plan.network, plan.num_inputs, plan.num_outputs, **plan.network_kwargs)
-    torch.save({"network_weights": net.state_dict(), "network": plan.network, "num_inputs": plan.num_inputs,
-                "num_outputs": plan.num_outputs, "epoch": 1}, folder / "fold_0" / "checkpoint_final.pth")
-    return folder
+    return write_model_folder(root / plan.dataset_name / plan.plan_name, plan)
 
 
 def main() -> int:
@@ -75,8 +66,6 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=13)
     ap.add_argument("--multilabel", action="store_true")
     ap.add_argument("--spacing", type=float, default=3.0, help="the plan's target spacing in mm")
-    ap.add_argument("--chunk-classes", type=int, help="override predictor.CHUNK_CLASSES (classes restored together "
-                    "to the original grid) to see what it costs")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more suprem_predict arguments")
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     args = ap.parse_args()
@@ -91,12 +80,8 @@ def main() -> int:
         predict_args = ["-i", str(ct), "-o", str(out), "-m", str(model), "--disable-tta", "-np", "0", "--quiet",
                         *args.extra]
         cmd = [sys.executable, "-m", "suprem_nn.cli.predict", *predict_args]
-        if args.chunk_classes:
-            cmd = [sys.executable, "-c", "import sys, suprem_nn.inference.predictor as p; "
-                   f"p.CHUNK_CLASSES = {args.chunk_classes}; from suprem_nn.cli.predict import main; "
-                   "sys.exit(main(sys.argv[1:]))", *predict_args]
         r = run_measured(cmd, env={"PYTHONPATH": str(REPO)}, cwd=REPO)
-        print(json.dumps({"shape": args.shape, "classes": args.classes, "chunk_classes": args.chunk_classes, "multilabel": args.multilabel,
+        print(json.dumps({"shape": args.shape, "classes": args.classes, "multilabel": args.multilabel,
                           "spacing_mm": args.spacing, "extra": args.extra, "seconds": round(r["seconds"], 1),
                           "peak_pss_gb": round(r["peak_pss_bytes"] / 2**30, 2), "returncode": r["returncode"]}))
         if r["returncode"] != 0:
