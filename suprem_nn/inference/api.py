@@ -99,8 +99,7 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
                           use_mirroring=not disable_tta, windows_per_batch=windows_per_batch,
                           autocast_dtype=autocast, channels_last=channels_last, postprocess=postprocess,
                           classes=classes, spacing_factor=2.0 if fast else 1.0,
-                          keep_probabilities=save_probabilities, progress=progress,
-                          keep_masks=per_class or statistics)
+                          keep_probabilities=save_probabilities, progress=progress)
     load_seconds = time.perf_counter() - t_load
     return run_prediction(predictor, input, output, per_class=per_class, save_probabilities=save_probabilities,
                           num_workers=num_workers, overwrite=overwrite, statistics=statistics, preview=preview,
@@ -178,7 +177,9 @@ def run_prediction(predictor: Predictor, input, output, per_class: bool = False,
         return prepared
 
     def finish(case: Case, prepared, probs):
-        result = predictor.export(prepared, probs)
+        # Full-size per-class masks only where they are written or counted (AbdomenAtlas cases always get
+        # segmentations/<class>.nii.gz); multi-label overlaps live only in the masks.
+        result = predictor.export(prepared, probs, keep_masks=per_class or case.atlas or statistics)
         t0 = time.perf_counter()
         write_case(result, case, per_class, save_probabilities, prepared.images[0] if preview else None)
         result.timings["write"] = time.perf_counter() - t0

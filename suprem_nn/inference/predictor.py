@@ -79,15 +79,13 @@ class Predictor:
         spacing_factor: multiply the plan's target spacing (2.0 = ``--fast`` preview quality).
         keep_probabilities: keep the network-space probabilities (float16) in the result.
         progress: tqdm bar over windows.
-        keep_masks: keep multi-label plans' per-class masks (K, i, j, k) in the result (needed for per-class
-            files and statistics); without them only the combined label map is made.
     """
 
     def __init__(self, plan: Plan, networks: Sequence[nn.Module], device: str = "cpu", step_size: float = 0.5,
                  use_mirroring: bool = True, windows_per_batch: int = 2, autocast_dtype: Optional[torch.dtype] = None,
                  channels_last: bool = False, postprocess: Optional[str] = None,
                  classes: Optional[Sequence[str]] = None, spacing_factor: float = 1.0,
-                 keep_probabilities: bool = False, progress: bool = False, keep_masks: bool = True):
+                 keep_probabilities: bool = False, progress: bool = False):
         if not networks:
             raise ValueError("Predictor needs at least one network")
         if postprocess not in (None, "largest-component"):
@@ -110,7 +108,6 @@ class Predictor:
         self.channels_last = channels_last
         self.postprocess = postprocess
         self.keep_probabilities = keep_probabilities
-        self.keep_masks = keep_masks
         self.progress = progress
         if classes:
             unknown = [c for c in classes if c not in plan.class_names]
@@ -160,8 +157,12 @@ class Predictor:
             total /= len(self.networks)
         return total
 
-    def export(self, case: PreparedCase, probs: torch.Tensor) -> PredictionResult:
-        """Probabilities in network space (on any device) -> label map (and masks) on the original grid."""
+    def export(self, case: PreparedCase, probs: torch.Tensor, keep_masks: bool = True) -> PredictionResult:
+        """Probabilities in network space (on any device) -> label map (and masks) on the original grid.
+
+        ``keep_masks`` False skips multi-label plans' full-size per-class masks (K x the original grid, needed
+        for per-class files and statistics, where overlaps count) and returns only the combined label map.
+        """
         t0 = time.perf_counter()
         plan = self.plan
         shape = tuple(case.geometry.shape)
@@ -175,7 +176,7 @@ class Predictor:
             rows = list(range(len(self.class_indices))) if probs.shape[0] == len(self.class_indices) \
                 else self.class_indices
             # Full-size masks cost one pass over a K x original-size array: only when someone will read them.
-            keep = self.keep_masks or self.postprocess == "largest-component"
+            keep = keep_masks or self.postprocess == "largest-component"
             masks = np.zeros((len(rows),) + shape, dtype=np.uint8) if keep else None
             index = None  # 1 + the highest class whose mask holds the voxel (0: none), built on the device
             for i, row in enumerate(rows):
@@ -194,7 +195,7 @@ class Predictor:
                     index[masks[(c,) + box] > 0] = c + 1
             label_map = np.zeros(shape, dtype=dtype)
             label_map[box] = np.asarray([0] + values, dtype=dtype)[index]
-            if not self.keep_masks:
+            if not keep_masks:
                 masks = None
         else:
             best = index = None

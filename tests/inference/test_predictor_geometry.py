@@ -177,3 +177,22 @@ def test_models_trained_without_mirroring_predict_without_it(tmp_path):
         _torch.save(ck, path)
     assert load_model_folder(folder, (0,))[0].mirror_axes == [1, 2]
     assert load_model_folder(folder, (0, 1))[0].mirror_axes == []
+
+
+def test_abdomenatlas_per_class_files_keep_overlapping_masks(real_ct, tmp_path):
+    """AbdomenAtlas inputs always get segmentations/<class>.nii.gz: each must be the class's own mask (overlaps
+    included), not its share of the combined map, even without --per-class."""
+    import shutil
+
+    atlas = tmp_path / "atlas" / "BDMAP_0001"
+    atlas.mkdir(parents=True)
+    shutil.copyfile(real_ct / "ts_abdomen_sm_3mm" / "ct.nii.gz", atlas / "ct.nii.gz")
+    # class 0 (liver): x > 0.5; class 1 (spleen): x > 0.8, a subset of liver
+    summary = run_prediction(_predictor(use_mirroring=False), tmp_path / "atlas", tmp_path / "out", progress=False)
+    assert summary.ok
+    seg = tmp_path / "out" / "BDMAP_0001" / "segmentations"
+    liver, _ = read_image(seg / "liver.nii.gz")
+    spleen, _ = read_image(seg / "spleen.nii.gz")
+    combined, _ = read_image(tmp_path / "out" / "BDMAP_0001" / "combined_labels.nii.gz")
+    assert spleen.sum() > 0 and (liver.astype(bool) & spleen.astype(bool)).sum() == spleen.sum()
+    assert (combined[spleen > 0] == 2).all() and (combined == 1).sum() == liver.sum() - spleen.sum()
