@@ -33,7 +33,7 @@ from ..io.geometry import Geometry
 from ..planning.plans import Plan
 from .sliding_window import sliding_window_predict
 
-__all__ = ["PredictionResult", "Predictor", "PreparedCase"]
+__all__ = ["PredictionResult", "Predictor", "PreparedCase", "StagedPrediction"]
 
 @dataclass
 class PreparedCase:
@@ -62,7 +62,26 @@ class PredictionResult:
     timings: dict = field(default_factory=dict)
 
 
-class Predictor:
+class StagedPrediction:
+    """What a predictor does with its three stages (``prepare`` -> ``network_pass`` -> ``export``), which
+    :func:`~suprem_nn.inference.run_prediction` also calls one by one to overlap cases."""
+
+    def predict_case(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PredictionResult:
+        """One case from raw arrays (one ``(i, j, k)`` array per channel) to the original-grid prediction."""
+        case = self.prepare(images, geometry, case_id)
+        t0 = time.perf_counter()
+        values = self.network_pass(case)
+        case.timings["network"] = time.perf_counter() - t0
+        return self.export(case, values)
+
+    def predict_to_folder(self, input_path, output_path, **kw):
+        """Files API: see :func:`suprem_nn.inference.predict` (this predictor's settings are used)."""
+        from .api import run_prediction
+
+        return run_prediction(self, input_path, output_path, **kw)
+
+
+class Predictor(StagedPrediction):
     """Run a plan's networks (one per fold) on cases and map the result back to their original grid.
 
     Args:
@@ -220,20 +239,6 @@ class Predictor:
             result.probabilities = probs.cpu().numpy().astype(np.float16)
         result.timings["export"] = time.perf_counter() - t0
         return result
-
-    def predict_case(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PredictionResult:
-        """One case from raw arrays (one ``(i, j, k)`` array per channel) to the original-grid prediction."""
-        case = self.prepare(images, geometry, case_id)
-        t0 = time.perf_counter()
-        probs = self.network_pass(case)
-        case.timings["network"] = time.perf_counter() - t0
-        return self.export(case, probs)
-
-    def predict_to_folder(self, input_path, output_path, **kw):
-        """Files API: see :func:`suprem_nn.inference.predict` (this predictor's settings are used)."""
-        from .api import run_prediction
-
-        return run_prediction(self, input_path, output_path, **kw)
 
     # ------------------------------------------------------------------ helpers
     def _pad_value(self) -> float:

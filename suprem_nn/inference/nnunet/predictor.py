@@ -25,7 +25,8 @@ import torch
 from ...errors import SupremError
 from ...io.geometry import Geometry
 from ...preprocessing.resampling import resample_image
-from ..predictor import PredictionResult, PreparedCase, _check_device, keep_largest_component_per_label
+from ..predictor import (PredictionResult, PreparedCase, StagedPrediction, _check_device,
+                         keep_largest_component_per_label)
 from ..sliding_window import sliding_window_predict
 from .model import NnunetModel, load_nnunet_model
 from .preprocessing import NnunetPreprocessor
@@ -77,7 +78,7 @@ class NnunetPlanInfo:
     class_names: list[str] = field(default_factory=list)
 
 
-class NnunetPredictor:
+class NnunetPredictor(StagedPrediction):
     """Predict cases with an nnU-Net v2 model (one network per fold, logits averaged over folds).
 
     Args mirror :class:`suprem_nn.inference.Predictor`; ``use_mirroring`` mirrors over the axes the
@@ -178,18 +179,6 @@ class NnunetPredictor:
             result.probabilities = act.numpy().astype(np.float16)
         result.timings["export"] = time.perf_counter() - t0
         return result
-
-    def predict_case(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PredictionResult:
-        case = self.prepare(images, geometry, case_id)
-        t0 = time.perf_counter()
-        logits = self.network_pass(case)
-        case.timings["network"] = time.perf_counter() - t0
-        return self.export(case, logits)
-
-    def predict_to_folder(self, input_path, output_path, **kw):
-        from ..api import run_prediction
-
-        return run_prediction(self, input_path, output_path, **kw)
 
     @staticmethod
     def _resample(logits: torch.Tensor, shape: tuple, axis: Optional[int]) -> np.ndarray:
