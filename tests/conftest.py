@@ -98,3 +98,18 @@ def make_abdomenatlas_dataset(root: Path, name: str = "AbdomenAtlas", cases=None
             nib.save(nib.Nifti1Image(vessel.astype(np.uint8), seg.affine, seg.header),
                      str(case_dir / "segmentations" / "hepatic_vessel.nii.gz"))
     return folder
+
+
+# A SegResNet small enough for 2-core CI: 8 base filters, one block per level.
+TINY_SEGRESNET_KWARGS = {"init_filters": 8, "blocks_down": [1, 1, 1, 1], "blocks_up": [1, 1, 1]}
+
+
+def add_tiny_scratch_plan(dataset_folder: Path, source: str = "suprem_segresnet", name: str = "tiny_segresnet") -> Path:
+    """Copy the preprocessed plan folder ``source`` to ``name`` with the tiny from-scratch SegResNet: the same
+    cache, a network small enough for training tests. Returns the new plan folder."""
+    dst = dataset_folder / name
+    shutil.copytree(dataset_folder / source, dst)
+    plan = json.loads((dst / "plans.json").read_text())
+    plan.update(plan_name=name, pretrained=None, network_kwargs=TINY_SEGRESNET_KWARGS, checkpoint={})
+    (dst / "plans.json").write_text(json.dumps(plan))
+    return dst

@@ -6,7 +6,6 @@ training cache) and kept tiny (6 mm spacing, 16^3 patches, an 8-filter SegResNet
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -15,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_nnunet_dataset
+from tests.conftest import add_tiny_scratch_plan, make_nnunet_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SHIM = Path(__file__).resolve().parent / "shim"
 DATASET = "Dataset101_RealCT"
 SMALL = ["ts_abdomen_sm_3mm", "ts_upper_abdomen_ce_dicom"]
-TINY_KWARGS = {"init_filters": 8, "blocks_down": [1, 1, 1, 1], "blocks_up": [1, 1, 1]}
 COMMANDS = {"plan_and_preprocess": "suprem_plan_and_preprocess", "train": "suprem_train",
             "predict": "suprem_predict", "evaluate": "suprem_evaluate"}
 
@@ -73,12 +71,7 @@ def tiny_training_roots(tmp_path_factory):
     r = cli("plan_and_preprocess", "-d", DATASET, "--pretrained", "segresnet", "--spacing", "6", "6", "6",
             "--patch-size", "16", "16", "16", "--batch-size", "2", "-np", "1", "--quiet", env=env)
     assert r.returncode == 0, r.stderr
-    src = base / "preprocessed" / DATASET / "suprem_segresnet"
-    dst = base / "preprocessed" / DATASET / "tiny_segresnet"
-    shutil.copytree(src, dst)
-    plan = json.loads((dst / "plans.json").read_text())
-    plan.update(plan_name="tiny_segresnet", pretrained=None, network_kwargs=TINY_KWARGS, checkpoint={})
-    (dst / "plans.json").write_text(json.dumps(plan))
+    add_tiny_scratch_plan(base / "preprocessed" / DATASET)
     return base
 
 

@@ -1,18 +1,14 @@
 """A tiny planned + preprocessed real-CT dataset for the training tests (built once per session)."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_nnunet_dataset
+from tests.conftest import add_tiny_scratch_plan, make_nnunet_dataset
 
 DATASET = "Dataset101_RealCT"
-# A SegResNet small enough for 2-core CI: 8 base filters, one block per level.
-TINY_KWARGS = {"init_filters": 8, "blocks_down": [1, 1, 1, 1], "blocks_up": [1, 1, 1]}
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +23,7 @@ def _tiny_roots(tmp_path_factory):
         plan_and_preprocess(DATASET, pretrained="segresnet", target_spacing=[4.5, 4.5, 4.5], patch_size=[32, 32, 32],
                             batch_size=2, num_processes=1, progress=False)
         # a scratch plan with the tiny network: same cache layout, different network size
-        src = base / "preprocessed" / DATASET / "suprem_segresnet"
-        dst = base / "preprocessed" / DATASET / "tiny_segresnet"
-        shutil.copytree(src, dst)
-        plan = json.loads((dst / "plans.json").read_text())
-        plan.update(plan_name="tiny_segresnet", pretrained=None, network_kwargs=TINY_KWARGS, checkpoint={})
-        (dst / "plans.json").write_text(json.dumps(plan))
+        add_tiny_scratch_plan(base / "preprocessed" / DATASET)
     finally:
         for k, v in old.items():
             if v is None:
