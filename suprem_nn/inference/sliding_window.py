@@ -134,7 +134,7 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
                            result_device: str | torch.device = "cpu",
                            step_rule: Callable[[int, int, float], list[int]] = compute_steps,
                            accumulate_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Predict a whole ``(C, x, y, z)`` volume window by window; returns ``(K, x, y, z)`` float32.
+    """Predict a whole ``(C, x, y, z)`` volume window by window; returns ``(K, x, y, z)`` in ``accumulate_dtype``.
 
     Args:
         network: maps ``(B, C, *patch_size)`` to ``(B, K, *patch_size)`` logits; must already be on ``device``.
