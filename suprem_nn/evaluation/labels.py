@@ -4,7 +4,6 @@ A label set maps class name -> label value (an int, or a list of ints for a regi
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Mapping, Union
 import numpy as np
 
 from ..errors import SupremError
+from ..utils.json_file import read_json
 
 
 def parse_label_spec(spec: Union[str, os.PathLike]) -> tuple[dict[str, Union[int, list]], str]:
@@ -49,12 +49,7 @@ def parse_label_spec(spec: Union[str, os.PathLike]) -> tuple[dict[str, Union[int
 def labels_from_json(path: Union[str, os.PathLike]) -> dict[str, Union[int, list]]:
     """Class name -> value from a dataset.json (either direction of ``labels``) or a plans.json."""
     path = Path(path)
-    if not path.is_file():
-        raise SupremError("label file not found", path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SupremError(f"not valid JSON ({exc})", path) from None
+    data = read_json(path, missing="label file not found")
     if isinstance(data, dict) and "class_names" in data and "label_values" in data:
         names, values = data["class_names"], data["label_values"]
         if (not isinstance(names, list) or not isinstance(values, list) or len(names) != len(values)

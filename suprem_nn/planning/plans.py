@@ -12,11 +12,11 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import PlanError
 from ..utils.atomic import atomic_write_json
+from ..utils.json_file import read_json
 
 PLAN_FORMAT_VERSION = 1
 
@@ -114,13 +114,7 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
-        path = Path(path)
-        if not path.is_file():
-            raise PlanError("plans file not found; run suprem_plan_and_preprocess first", path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PlanError(f"not valid JSON ({exc})", path) from None
+        data = read_json(path, PlanError, "plans file not found; run suprem_plan_and_preprocess first")
         return cls.from_json(data, path)
 
 

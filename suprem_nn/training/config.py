@@ -6,12 +6,12 @@ Precedence, lowest first: built-in defaults < the plan's recipe (``plan.training
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import SupremError
+from ..utils.json_file import read_json
 from .augmentation import DEFAULT_AUGMENTATION, merged_params
 from .schedule import RECIPES
 
@@ -60,12 +60,7 @@ _PLAN_KEYS = {"epochs": "epochs", "lr": "lr", "weight_decay": "weight_decay", "w
 
 def read_config_file(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise SupremError("config file not found", path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SupremError(f"not valid JSON ({exc})", path) from None
+    data = read_json(path, missing="config file not found")
     if not isinstance(data, dict):
         raise SupremError("expected a JSON object of training settings", path)
     unknown = sorted(set(data) - _FIELDS)

@@ -7,7 +7,6 @@ so a user may edit it to choose their own folds.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from ..errors import SupremError
 from ..utils.atomic import atomic_write_json
+from ..utils.json_file import read_json
 
 SPLITS_FILE = "splits_final.json"
 NUM_FOLDS = 5
@@ -54,10 +54,7 @@ def load_or_create_splits(dataset_folder: Path, case_ids: Sequence[str]) -> list
     path = Path(dataset_folder) / SPLITS_FILE
     if not path.is_file():
         atomic_write_json(path, kfold_splits(case_ids))
-    try:
-        splits = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SupremError(f"not valid JSON ({exc}); fix it or delete it to get a fresh 5-fold split", path) from None
+    splits = read_json(path, hint="; fix it or delete it to get a fresh 5-fold split")
     if not isinstance(splits, list) or not all(
             isinstance(s, dict) and isinstance(s.get("train"), list) and isinstance(s.get("val"), list)
             for s in splits):

@@ -14,7 +14,6 @@ The network is rebuilt from the plan's ``architecture`` entry with ``dynamic_net
 from __future__ import annotations
 
 import importlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from ...errors import SupremError
+from ...utils.json_file import read_json
 
 __all__ = ["NnunetModel", "LabelInfo", "load_nnunet_model", "is_nnunet_model_folder", "NUMPY_SAFE_GLOBALS"]
 
@@ -80,13 +80,8 @@ def is_nnunet_model_folder(folder: str | Path) -> bool:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise NnunetModelError("missing (an nnU-Net model folder holds plans.json, dataset.json and fold_<k>/)",
-                               path)
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise NnunetModelError(f"not valid JSON ({exc})", path) from None
+    return read_json(path, NnunetModelError,
+                     "missing (an nnU-Net model folder holds plans.json, dataset.json and fold_<k>/)")
 
 
 def resolve_configuration(plans: dict, name: str, path: Path) -> dict:
