@@ -60,6 +60,7 @@ class PredictionResult:
     probabilities: Optional[np.ndarray] = None        # network-space (K, x, y, z) float16, if requested
     props: object = None
     timings: dict = field(default_factory=dict)
+    plan: object = None                               # the suprem_nn Plan that made it (None: nnU-Net models)
 
 
 class StagedPrediction:
@@ -235,6 +236,7 @@ class Predictor(StagedPrediction):
                 keep_largest_component_per_label(label_map[box], values)
         result = PredictionResult(case.case_id, case.geometry, label_map, names, values, masks, None, case.props,
                                   dict(case.timings))
+        result.plan = plan
         if self.keep_probabilities:
             result.probabilities = probs.cpu().numpy().astype(np.float16)
         result.timings["export"] = time.perf_counter() - t0

@@ -11,6 +11,7 @@ from ..io.image_io import write_image
 from ..utils.atomic import atomic_write_bytes, atomic_write_json
 from .cases import Case
 from .predictor import PredictionResult
+from .probabilities import write_probabilities
 
 
 def write_case(result: PredictionResult, case: Case, per_class: bool, save_probabilities: bool,
@@ -26,11 +27,18 @@ def write_case(result: PredictionResult, case: Case, per_class: bool, save_proba
                 mask = (result.label_map == result.class_values[c]).astype(np.uint8)
             write_image(mask.astype(np.uint8, copy=False), geometry, seg_dir / f"{name}.nii.gz")
     if save_probabilities:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, probabilities=result.probabilities, class_names=np.array(result.class_names))
         stem = case.output.name[: -len(".nii.gz")] if case.output.name.endswith(".nii.gz") else case.output.stem
-        atomic_write_bytes(case.output.parent / f"{stem}.npz", buf.getvalue())
-        atomic_write_json(case.output.parent / f"{stem}.json", result.props.to_json())
+        plan = result.plan
+        if plan is not None:  # suprem_nn models: the format ensembling reads (suprem_nn.inference.probabilities)
+            # softmax keeps every channel (background first) even when only some classes are written
+            names, values = (result.class_names, result.class_values) if plan.multilabel else \
+                (plan.class_names, plan.label_values)
+            write_probabilities(case.output.parent / stem, result.probabilities, names, values, result.props, plan)
+        else:
+            buf = io.BytesIO()
+            np.savez_compressed(buf, probabilities=result.probabilities, class_names=np.array(result.class_names))
+            atomic_write_bytes(case.output.parent / f"{stem}.npz", buf.getvalue())
+            atomic_write_json(case.output.parent / f"{stem}.json", result.props.to_json())
     if preview_image is not None:
         write_preview(result, preview_image, case.output.parent / f"{case.case_id}_preview.png")
     write_image(result.label_map, geometry, case.output)
