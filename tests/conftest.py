@@ -65,6 +65,64 @@ def make_nnunet_dataset(root: Path, name: str = "Dataset101_RealCT", cases=None,
     return folder
 
 
+# kidneys and adrenals swap names when a case is mirrored left-right (btcv13 values)
+_BTCV13_LR_SWAP = {2: 3, 3: 2, 12: 13, 13: 12}
+
+
+def make_cv_dataset(root: Path, name: str = "Dataset102_RealCV", n_cases: int = 6) -> Path:
+    """An nnU-Net v2 raw dataset of ``n_cases`` real-CT-derived cases, enough for 5-fold cross-validation.
+
+    Case ``i`` is real case ``i % 3`` as is (variant 0), mirrored left-right (1: voxel axis x flipped, the
+    affine kept, so the anatomy is mirrored in world space; left/right kidney and adrenal labels are swapped to
+    stay anatomically named), cropped to the middle 3/4 of its slices (2: the affine moves with the crop) or
+    both (3). CT and label get the same transform; headers (dtype, affine) stay those of the source files.
+    """
+    import nibabel as nib
+
+    src = _require_shared()
+    if not 1 <= n_cases <= 4 * len(REAL_CASES):
+        raise ValueError(f"n_cases must be 1-{4 * len(REAL_CASES)}, got {n_cases}")
+    folder = Path(root) / name
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(exist_ok=True)
+    swap = np.arange(256, dtype=np.uint8)
+    for a, b in _BTCV13_LR_SWAP.items():
+        swap[a] = b
+    for i in range(n_cases):
+        base, variant = REAL_CASES[i % len(REAL_CASES)], i // len(REAL_CASES)
+        case = f"{base}_v{variant}"
+        ct, seg = nib.load(str(src / base / "ct.nii.gz")), nib.load(str(src / base / "seg_btcv13.nii.gz"))
+        if variant in (2, 3):
+            nz = ct.shape[2]
+            keep = slice(nz // 8, nz - nz // 8)
+            ct, seg = ct.slicer[:, :, keep], seg.slicer[:, :, keep]
+        ct_arr, seg_arr = np.asarray(ct.dataobj), np.asarray(seg.dataobj)
+        if variant in (1, 3):
+            ct_arr, seg_arr = ct_arr[::-1].copy(), swap[seg_arr[::-1]]
+        nib.save(nib.Nifti1Image(ct_arr, ct.affine, ct.header), str(folder / "imagesTr" / f"{case}_0000.nii.gz"))
+        nib.save(nib.Nifti1Image(seg_arr.astype(np.uint8), seg.affine, seg.header),
+                 str(folder / "labelsTr" / f"{case}.nii.gz"))
+    labels = {"background": 0, **{n: i + 1 for i, n in enumerate(BTCV13)}}
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": labels, "numTraining": n_cases, "file_ending": ".nii.gz"}))
+    return folder
+
+
+def plan_tiny(dataset: str, tiny_plan: str = "tiny_segresnet") -> Path:
+    """Plan and preprocess raw ``dataset`` (under $SUPREM_RAW) at 4.5 mm with 32^3 patches and batch 2, then add
+    ``tiny_plan`` (the tiny from-scratch SegResNet on the same cache). Returns the preprocessed dataset folder.
+
+    A few seconds per case on one core; used by the training and cross-validation tests."""
+    from suprem_nn.paths import preprocessed_root
+    from suprem_nn.planning.api import plan_and_preprocess
+
+    plan_and_preprocess(dataset, pretrained="segresnet", target_spacing=[4.5, 4.5, 4.5], patch_size=[32, 32, 32],
+                        batch_size=2, num_processes=1, progress=False)
+    folder = preprocessed_root() / dataset
+    add_tiny_scratch_plan(folder, name=tiny_plan)
+    return folder
+
+
 def make_abdomenatlas_dataset(root: Path, name: str = "AbdomenAtlas", cases=None, organs=None,
                               add_overlap: bool = True) -> Path:
     """Arrange real CT cases as AbdomenAtlas (CASE/ct.nii.gz + CASE/segmentations/<organ>.nii.gz).
