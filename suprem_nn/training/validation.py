@@ -3,11 +3,14 @@
 Uses :class:`suprem_nn.inference.Predictor` (the same sliding window, mirroring and
 export as ``suprem_predict``) and :func:`suprem_nn.evaluation.evaluate_case` (the
 same Dice as ``suprem_evaluate``). Writes ``fold_k/validation/<case>.nii.gz``
-(label map; multi-label plans also ``<case>/segmentations/<class>.nii.gz``) and
-``validation/summary.json``: per-case, per-class Dice and the means.
+(label map; multi-label plans also ``<case>/segmentations/<class>.nii.gz``), the case's out-of-fold
+probabilities ``<case>.npz`` + ``<case>.json`` (:mod:`suprem_nn.inference.probabilities`; the .json also names
+the case's reference, ``source_label`` or ``source_masks``, so configuration selection and ensembling need
+nothing else) and, last, ``validation/summary.json``: per-case, per-class Dice and the means.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -24,13 +27,15 @@ def validate_fold(trainer) -> dict:
     from ..evaluation.evaluate import CaseSource, evaluate_case
     from ..evaluation.report import json_safe
     from ..inference import Predictor
+    from ..inference.probabilities import write_probabilities
     from ..io import read_image, write_image
 
     plan, cache = trainer.plan, trainer.cache
     out = trainer.folder / "validation"
     out.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(plan, [trainer.network], device=str(trainer.device), step_size=trainer.cfg.validation_step_size,
-                          use_mirroring=bool(trainer.trained_mirror_axes), autocast_dtype=trainer.amp_dtype)
+                          use_mirroring=bool(trainer.trained_mirror_axes), autocast_dtype=trainer.amp_dtype,
+                          keep_probabilities=True)
     classes = dict(zip(plan.class_names, plan.label_values))
     cases = []
     trainer.log.line(f"final validation: {len(trainer.val_cases)} case(s) with the sliding-window predictor")
@@ -42,6 +47,12 @@ def validate_fold(trainer) -> dict:
             arr, geometry = read_image(path)
             images.append(arr)
         result = predictor.predict_case(images, geometry, case_id)
+        # The predictor's props come from the raw images alone; the cache knows the case's reference files.
+        oof_props = dataclasses.replace(result.props, source_images=list(props.source_images),
+                                        source_label=props.source_label, source_masks=dict(props.source_masks))
+        # every channel of the plan (softmax: background first), as suprem_predict --save-probabilities writes
+        npz, _ = write_probabilities(out / case_id, result.probabilities, plan.class_names, plan.label_values,
+                                     oof_props, plan)
         pred_file = out / f"{case_id}.nii.gz"
         write_image(result.label_map, result.geometry, pred_file)
         if plan.multilabel:
@@ -59,7 +70,8 @@ def validate_fold(trainer) -> dict:
             reference = CaseSource(case_id, label_map=Path(props.source_label))
         r = evaluate_case(reference, prediction, classes)
         dice = {name: r["classes"][name]["dice"] for name in plan.class_names if name in r["classes"]}
-        cases.append({"case": case_id, "prediction": str(pred_file), "reference": reference.display, "dice": dice})
+        cases.append({"case": case_id, "prediction": str(pred_file), "reference": reference.display,
+                      "probabilities": str(npz), "dice": dice})
         trainer.log.line(f"  {case_id}: mean Dice {_nanmean(dice.values()):.4f}")
     per_class = {name: _nanmean(c["dice"].get(name, math.nan) for c in cases) for name in plan.class_names}
     summary = {"fold": str(trainer.fold), "checkpoint": "checkpoint_final.pth", "epoch": trainer.epoch,
