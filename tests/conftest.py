@@ -17,6 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUPREM_SHARED", REPO.parent / "shared"))
 REAL_CT = SHARED / "data" / "real_ct"
 REAL_CASES = ["ts_abdomen_sm_3mm", "ts_abdomen_pelvis_3mm", "ts_upper_abdomen_ce_dicom"]
+# No test (nor a command it runs, even from a session fixture) downloads the SuPreM weights from the internet into
+# the home folder; the download tests serve fabricated files from 127.0.0.1 and lift this with monkeypatch.
+os.environ["SUPREM_OFFLINE"] = "1"
 BTCV13 = ["spleen", "kidney_right", "kidney_left", "gallbladder", "esophagus", "liver", "stomach", "aorta",
           "inferior_vena_cava", "portal_vein_and_splenic_vein", "pancreas", "adrenal_gland_right",
           "adrenal_gland_left"]

@@ -22,8 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-d", "--dataset", help="dataset name or id; the model is looked up under SUPREM_RESULTS")
     src.add_argument("-p", "--plan", help="plan name with -d (needed when the dataset has several)")
     src.add_argument("--suprem", choices=["unet", "segresnet", "swinunetr"],
-                     help="run a released SuPreM checkpoint with SuPreM's direct-inference recipe")
-    src.add_argument("--checkpoint", help="the released SuPreM .pth file (with --suprem)")
+                     help="run a released SuPreM checkpoint with SuPreM's direct-inference recipe (without "
+                          "--checkpoint: the released file from $SUPREM_WEIGHTS, downloaded on first use)")
+    src.add_argument("--checkpoint", metavar="FILE",
+                     help="a SuPreM-layout .pth file for direct inference; its family is read from the file "
+                          "(--suprem, when also given, must match it)")
     src.add_argument("--nnunet-model", metavar="RESULTS_FOLDER",
                      help="a trained nnU-Net v2 model folder (nnUNet_results/DatasetXXX/Trainer__Plans__config), "
                           "run with nnU-Net's preprocessing and export")

@@ -236,7 +236,7 @@ def report(r: DemoResult) -> str:
 def find_suprem_weights(backbone: str = BACKBONE) -> Optional[Path]:
     """The released SuPreM file for ``backbone`` if the user has put it where training looks, else None."""
     from ..planning.presets import load_preset
-    from ..training.trainer import weights_search_path
+    from ..networks.weights import weights_search_path
     name = load_preset(backbone)["checkpoint"]["file"]
     return next((p for p in weights_search_path(name) if p.is_file()), None)
 

@@ -58,8 +58,9 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
     """Predict every case of ``input`` (file, image folder, DICOM folder or AbdomenAtlas folder) into ``output``.
 
     Model source, exactly one of: ``model_folder`` (plans.json + fold_k/), ``dataset`` (+ ``plan``; resolved
-    under ``SUPREM_RESULTS``), or ``suprem="unet"|"segresnet"|"swinunetr"`` with ``checkpoint`` (a released
-    SuPreM file, run with SuPreM's direct-inference recipe: step 0.25, largest component per organ, the 9
+    under ``SUPREM_RESULTS``), or ``suprem="unet"|"segresnet"|"swinunetr"`` and/or ``checkpoint`` (a released
+    SuPreM file; without ``checkpoint`` the released one, downloaded on first use; without ``suprem`` the family
+    is read from the file; run with SuPreM's direct-inference recipe: step 0.25, largest component per organ, the 9
     AbdomenAtlas-1.0 organs unless ``classes``), or ``nnunet_model`` (a trained nnU-Net v2 model folder,
     ``Trainer__Plans__configuration``, run with nnU-Net's own preprocessing and export; ``folds`` None means
     nnU-Net's default 0-4; see documentation/nnunet_models.md). Precision: bfloat16 autocast on CUDA and on CPUs
@@ -69,21 +70,24 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
     """
     from .models import load_model_folder, load_suprem_released, resolve_dataset_model, suprem_direct_defaults
 
-    sources = sum(x is not None for x in (model_folder, dataset, suprem, nnunet_model))
+    # A SuPreM file alone (--checkpoint without --suprem) is a model source: its family is read from the file.
+    released = suprem if suprem is not None else checkpoint
+    sources = sum(x is not None for x in (model_folder, dataset, released, nnunet_model))
     if sources != 1:
-        raise SupremError("give exactly one model source: -m MODEL_FOLDER, -d DATASET, --suprem BACKBONE or "
-                          "--nnunet-model RESULTS_FOLDER")
+        raise SupremError("give exactly one model source: -m MODEL_FOLDER, -d DATASET, --suprem BACKBONE, "
+                          "--checkpoint SUPREM_FILE or --nnunet-model RESULTS_FOLDER")
     if nnunet_model is not None:
         return _predict_nnunet(input, output, nnunet_model, folds, checkpoint_name, device, step_size, disable_tta,
                                save_probabilities, per_class, classes, fast, postprocess, num_workers, overwrite,
                                bf16, fp32, channels_last, windows_per_batch, statistics, preview, progress)
     folds = (0,) if folds is None else folds
     t_load = time.perf_counter()
-    if suprem is not None:
+    if released is not None:
         if checkpoint is None:
-            raise SupremError(f"--suprem {suprem} needs --checkpoint PATH (the released file, e.g. "
-                              f"supervised_suprem_{suprem}_2100.pth)")
+            from ..networks.weights import ensure_weights
+            checkpoint = ensure_weights(suprem, progress=progress, use_flag="--checkpoint FILE")
         the_plan, networks = load_suprem_released(suprem, checkpoint)
+        suprem = the_plan.pretrained
         defaults = suprem_direct_defaults(suprem)
         step_size = defaults["step_size"] if step_size is None else step_size
         classes = classes or defaults["classes"]

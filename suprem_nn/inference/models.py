@@ -118,19 +118,27 @@ def suprem_direct_defaults(backbone: str) -> dict:
             "postprocess": "largest-component"}
 
 
-def load_suprem_released(backbone: str, checkpoint: str | Path) -> tuple[Plan, list[nn.Module]]:
-    """Plan and network for direct inference with a released SuPreM Universal/SegResNet file."""
+def load_suprem_released(backbone: Optional[str], checkpoint: str | Path) -> tuple[Plan, list[nn.Module]]:
+    """Plan and network for direct inference with a released SuPreM Universal/SegResNet file.
+
+    ``backbone`` None reads the family from the file; given, it must be the file's family (one error naming the
+    file and both families otherwise). The plan's ``pretrained`` is the family used.
+    """
     from ..networks import load_universal_model
     from ..networks.checkpoint import CheckpointError
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ModelError("checkpoint file not found", checkpoint)
-    plan = suprem_direct_plan(backbone)
     try:
-        model, _report = load_universal_model(checkpoint, backbone=backbone)
+        model, report = load_universal_model(checkpoint)
     except CheckpointError as exc:
         raise ModelError(str(exc)) from None
+    family = report.family
+    if backbone is not None and backbone != family:
+        raise ModelError(f"holds SuPreM {family} weights but --suprem {backbone} was given; drop --suprem to use "
+                         f"the file's family, or pass a {backbone} file", checkpoint)
+    plan = suprem_direct_plan(family)
     n_out = _count_outputs(model, plan)
     if n_out != len(plan.class_names):
         from ..networks import SUPREM_CLASS_MAPS

@@ -24,6 +24,7 @@ import numpy as np
 from ..datasets import Case, RawDataset, load_dataset, read_case, verify_dataset
 from ..datasets.model import LAYOUT_ABDOMENATLAS
 from ..errors import DatasetError, SupremError
+from ..networks.weights import prefetch_weights
 from ..paths import preprocessed_root
 from ..preprocessing import PreprocessedCache, preprocess_case, sample_class_locations
 from ..utils.atomic import atomic_write_json, atomic_write_with, remove_stale_temporaries
@@ -113,6 +114,8 @@ def plan_and_preprocess(dataset: str, pretrained: Optional[str] = "unet", networ
         _run_cases(my_cases, ds, plan, cache, fp_folder, num_processes, progress, result, fingerprint=False,
                    preprocess=True)
     plan.save(plan_folder / "plans.json")
+    if plan.pretrained:  # planning needs no weights; fetching them now lets training start offline
+        prefetch_weights(plan.pretrained, progress=progress)
     cache = PreprocessedCache(plan_folder / "data")
     done = set(cache.case_ids(plan.cache_hash()))
     result.complete = all(c.case_id in done for c in ds.cases)

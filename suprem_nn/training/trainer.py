@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import SupremError
+from ..networks.weights import resolve_pretrained_checkpoint
 from ..paths import results_root
 from ..utils.atomic import atomic_write_json, remove_stale_temporaries
 from . import distributed as ddp
@@ -42,35 +43,6 @@ from .splits import cases_for_fold
 # Parameters of the encoder, per family, for --freeze-encoder-epochs (module-name prefixes).
 ENCODER_PREFIXES = {"unet": ("down_tr",), "segresnet": ("convInit", "down_layers"),
                     "swinunetr": ("swinViT", "encoder")}
-
-
-def weights_search_path(file_name: str) -> list[Path]:
-    """Where a SuPreM weights file is looked for: ``$SUPREM_WEIGHTS/<file>``, then ``~/suprem_nn_data/weights/<file>``."""
-    places = []
-    if os.environ.get("SUPREM_WEIGHTS"):
-        places.append(Path(os.environ["SUPREM_WEIGHTS"]).expanduser() / file_name)
-    places.append(Path("~/suprem_nn_data/weights").expanduser() / file_name)
-    return places
-
-
-def resolve_pretrained_checkpoint(plan, explicit: Optional[str]) -> Path:
-    if explicit:
-        p = Path(explicit).expanduser()
-        if not p.is_file():
-            raise SupremError("pretrained checkpoint not found", p)
-        return p
-    file_name = plan.checkpoint.get("file")
-    if not file_name:
-        raise SupremError(f"plan '{plan.plan_name}' names no SuPreM weights file; pass --pretrained-checkpoint PATH "
-                          f"or train --from-scratch")
-    places = weights_search_path(file_name)
-    for p in places:
-        if p.is_file():
-            return p
-    url = plan.checkpoint.get("url", "the SuPreM release page (https://github.com/MrGiovanni/SuPreM)")
-    raise SupremError(f"SuPreM weights '{file_name}' not found (looked in {', '.join(str(p) for p in places)}); "
-                      f"download it from {url} and put it in {places[0].parent} "
-                      f"(or set SUPREM_WEIGHTS, or pass --pretrained-checkpoint PATH)")
 
 
 def pick_device(name: str, local_rank: int) -> torch.device:
