@@ -38,6 +38,7 @@ setup(
             "suprem_predict=suprem_nn.cli.predict:main",
             "suprem_evaluate=suprem_nn.cli.evaluate:main",
             "suprem_demo=suprem_nn.cli.demo:main",
+            "suprem_export_backbone=suprem_nn.cli.export_backbone:main",
             "suprem_download_weights=suprem_nn.cli.download_weights:main",
         ],
     },

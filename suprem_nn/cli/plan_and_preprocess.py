@@ -20,7 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pretrained", choices=["unet", "segresnet", "swinunetr"], default="unet",
                    help="plan for this SuPreM backbone's input convention (default: unet)")
     g.add_argument("--from-scratch", metavar="NETWORK", choices=["unet", "segresnet", "swinunetr"],
-                   help="plan this network from scratch with nnU-Net's rules instead")
+                   help="plan this network from scratch (nnU-Net's rules unless --conventions suprem)")
+    p.add_argument("--conventions", choices=["nnunet", "suprem"],
+                   help="with --from-scratch: 'suprem' plans at the SuPreM preset's input conventions (1.5 mm, "
+                        "HU window, 96^3 patch; supervised pretraining of a new SuPreM backbone), 'nnunet' "
+                        "(default) with nnU-Net's rules")
     p.add_argument("-np", "--num-processes", type=int, default=2, help="parallel worker processes (default 2)")
     p.add_argument("--shard", default="0/1", help="process only shard i of n cases, e.g. 0/4 (default 0/1)")
     p.add_argument("--no-verify", action="store_true", help="skip the up-front dataset verification")
@@ -51,6 +55,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..planning.api import describe_plan, plan_and_preprocess
 
     shard = _parse_shard(args.shard)
+    if args.conventions and not args.from_scratch:
+        raise SupremError("--conventions applies to --from-scratch plans; a --pretrained plan always follows the "
+                          "SuPreM preset's input conventions")
     multilabel = False if args.exclusive else (True if args.multilabel else None)
     rc = 0
     for dataset in args.dataset:
@@ -58,7 +65,8 @@ def _run(args: argparse.Namespace) -> int:
             dataset, pretrained=None if args.from_scratch else args.pretrained, network=args.from_scratch,
             num_processes=args.num_processes, shard=shard, verify=not args.no_verify, multilabel=multilabel,
             gpu_memory_gb=args.gpu_memory_gb, target_spacing=args.spacing, patch_size=args.patch_size,
-            batch_size=args.batch_size, plan_only=args.plan_only, progress=not args.quiet and sys.stderr.isatty())
+            batch_size=args.batch_size, plan_only=args.plan_only, progress=not args.quiet and sys.stderr.isatty(),
+            conventions=args.conventions or "nnunet")
         print(f"{dataset}: {len(result.processed)} cases processed, {len(result.skipped)} already done")
         if result.plan is not None:
             print(describe_plan(result.plan))

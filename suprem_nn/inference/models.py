@@ -27,8 +27,6 @@ class ModelError(SupremError):
 def load_model_folder(folder: str | Path, folds: Sequence[str | int] = (0,),
                       checkpoint_name: str = "checkpoint_final.pth") -> tuple[Plan, list[nn.Module]]:
     """The plan and one eval-mode CPU network per fold of a trained model folder."""
-    from ..networks import build_network
-
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError("model folder not found", folder)
@@ -41,27 +39,40 @@ def load_model_folder(folder: str | Path, folds: Sequence[str | int] = (0,),
     networks = []
     trained_axes = set(plan.mirror_axes)
     for fold in folds:
-        path = folder / f"fold_{fold}" / checkpoint_name
-        if not path.is_file():
-            have = sorted(p.name for p in folder.glob("fold_*"))
-            raise ModelError(f"checkpoint missing (folds present: {', '.join(have) or 'none'})", path)
-        ckpt = load_weights_only(path, ModelError)  # refuses pickled code; one line for broken files
-        if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
-            raise ModelError("not a suprem_nn checkpoint (no 'network_weights')", path)
-        if ckpt.get("network", plan.network) != plan.network:
-            raise ModelError(f"checkpoint holds a '{ckpt.get('network')}' network but plans.json says "
-                             f"'{plan.network}'", path)
-        net = build_network(plan.network, plan.num_inputs, plan.num_outputs, **plan.network_kwargs)
-        try:
-            net.load_state_dict(ckpt["network_weights"])
-        except RuntimeError as exc:
-            raise ModelError(f"weights do not fit the planned network ({str(exc).splitlines()[0][:200]})",
-                             path) from None
-        networks.append(net.eval())
+        ckpt, net = load_fold_checkpoint(folder, plan, fold, checkpoint_name)
+        networks.append(net)
         # Test-time mirroring over the axes every fold was trained with (absent in older checkpoints: the plan's).
         trained_axes &= set(ckpt.get("inference_allowed_mirroring_axes", plan.mirror_axes))
     plan.mirror_axes = sorted(trained_axes)
     return plan, networks
+
+
+def load_fold_checkpoint(folder: str | Path, plan: Plan, fold: str | int,
+                         checkpoint_name: str = "checkpoint_final.pth") -> tuple[dict, nn.Module]:
+    """The checkpoint dict of ``<folder>/fold_<fold>/<checkpoint_name>`` and its eval-mode CPU network.
+
+    The weights must fit the network ``plan`` builds; every problem is a :class:`ModelError` naming the file.
+    """
+    from ..networks import build_network
+
+    folder = Path(folder)
+    path = folder / f"fold_{fold}" / checkpoint_name
+    if not path.is_file():
+        have = sorted(p.name for p in folder.glob("fold_*"))
+        raise ModelError(f"checkpoint missing (folds present: {', '.join(have) or 'none'})", path)
+    ckpt = load_weights_only(path, ModelError)  # refuses pickled code; one line for broken files
+    if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
+        raise ModelError("not a suprem_nn checkpoint (no 'network_weights')", path)
+    if ckpt.get("network", plan.network) != plan.network:
+        raise ModelError(f"checkpoint holds a '{ckpt.get('network')}' network but plans.json says "
+                         f"'{plan.network}'", path)
+    net = build_network(plan.network, plan.num_inputs, plan.num_outputs, **plan.network_kwargs)
+    try:
+        net.load_state_dict(ckpt["network_weights"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ModelError(f"weights do not fit the planned network ({str(exc).splitlines()[0][:200]})",
+                         path) from None
+    return ckpt, net.eval()
 
 
 def resolve_dataset_model(dataset: str, plan_name: Optional[str] = None) -> Path:

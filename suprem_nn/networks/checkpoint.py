@@ -22,6 +22,7 @@ from torch import nn
 from .checkpoint_file import (CheckpointError, ParsedCheckpoint, _describe_keys, _first_line, load_checkpoint_file,
                               read_checkpoint)
 from .class_maps import class_names_for
+from .export_record import describe_export
 from .registry import NETWORK_SPECS, build_network, build_universal_model
 from .universal import UNIVERSAL_HEAD_PREFIXES, UniversalModel
 
@@ -68,6 +69,7 @@ class LoadReport:
     num_classes_in_file: int | None = None
     class_names_in_file: list[str] | None = None
     output_activation: str | None = None
+    origin: str | None = None  # where an exported backbone comes from (its JSON record), None for other files
 
     def __str__(self) -> str:
         spec = NETWORK_SPECS[self.family]
@@ -78,6 +80,8 @@ class LoadReport:
             + (f"; removed key prefixes {', '.join(repr(p) for p in self.stripped_prefixes)}"
                if self.stripped_prefixes else ""),
         ]
+        if self.origin:
+            lines.append(f"  origin: {self.origin}")
         if self.num_classes_in_file is not None:
             names = self.class_names_in_file
             order = (f"{names[0]}, {names[1]}, ..., {names[-1]}" if names and len(names) > 3
@@ -182,7 +186,7 @@ def init_from_pretrained(model: nn.Module, network_name: str, path, allow_unsafe
         stripped_prefixes=parsed.stripped_prefixes, keys_in_file=len(parsed.state_dict), loaded=list(new_state),
         skipped=skipped, adapted=adapted, ignored_entries=parsed.ignored_entries, kept_fresh=fresh,
         num_classes_in_file=c_file, class_names_in_file=class_names_for(c_file) if c_file else None,
-        output_activation=None,
+        output_activation=None, origin=describe_export(parsed.path),
     )
 
 

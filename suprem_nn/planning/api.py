@@ -23,13 +23,13 @@ import numpy as np
 
 from ..datasets import Case, RawDataset, load_dataset, read_case, verify_dataset
 from ..datasets.model import LAYOUT_ABDOMENATLAS
-from ..errors import DatasetError, SupremError
+from ..errors import DatasetError, PlanError, SupremError
 from ..networks.weights import prefetch_weights
 from ..paths import preprocessed_root
 from ..preprocessing import PreprocessedCache, preprocess_case, sample_class_locations
 from ..utils.atomic import atomic_write_json, atomic_write_with, remove_stale_temporaries
 from .fingerprint import case_fingerprint, samples_per_case, summarise
-from .planner import plan_from_scratch, plan_pretrained
+from .planner import plan_from_scratch, plan_pretrained, plan_scratch_at_conventions
 from .plans import Plan
 from .presets import load_preset
 
@@ -51,18 +51,28 @@ def plan_and_preprocess(dataset: str, pretrained: Optional[str] = "unet", networ
                         multilabel: Optional[bool] = None, gpu_memory_gb: float = 8.0,
                         target_spacing: Optional[Sequence[float]] = None, patch_size: Optional[Sequence[int]] = None,
                         batch_size: Optional[int] = None, plan_only: bool = False,
-                        progress: bool = True) -> RunResult:
+                        progress: bool = True, conventions: str = "nnunet") -> RunResult:
     """Plan and preprocess ``dataset`` (a name, numeric id or path of a raw dataset).
 
     ``pretrained``: a SuPreM backbone preset ("unet", "segresnet", "swinunetr") or None to plan
-    ``network`` from scratch. Returns what was done; raises :class:`SupremError` when verification
+    ``network`` from scratch, with nnU-Net's rules (``conventions="nnunet"``) or at the input conventions
+    of ``network``'s SuPreM preset (``conventions="suprem"``: 1.5 mm, HU window, 96^3 patch; how a new
+    SuPreM backbone is pretrained). Returns what was done; raises :class:`SupremError` when verification
     fails (before anything is written) and reports per-case failures in ``RunResult.failures``.
     """
+    if conventions not in ("nnunet", "suprem"):
+        raise PlanError(f"unknown conventions '{conventions}'; choose 'nnunet' or 'suprem'")
+    if pretrained and conventions != "nnunet":
+        raise PlanError("conventions apply to from-scratch plans; a pretrained plan always follows its SuPreM "
+                        "preset's input conventions")
     ds = load_dataset(dataset)
     if not ds.cases:
         raise DatasetError("dataset has no training cases", ds.path)
-    preset = load_preset(pretrained) if pretrained else None
-    net = preset["network"] if preset else (network or "unet")
+    net = network or "unet"
+    preset = load_preset(pretrained or net) if pretrained or conventions == "suprem" else None
+    net = preset["network"] if preset else net
+    # the two preset-based planners take the same arguments and differ in initialisation and recipe
+    plan_at_preset = plan_pretrained if pretrained else plan_scratch_at_conventions
     ml = _decide_multilabel(ds, multilabel)
     shard_index, shard_count = shard
     my_cases = ds.cases[shard_index::shard_count]
@@ -76,7 +86,7 @@ def plan_and_preprocess(dataset: str, pretrained: Optional[str] = "unet", networ
     prep = preprocessed_root() / ds.name
     fp_folder = prep / "fingerprints"
     remove_stale_temporaries(fp_folder)
-    draft = _draft_plan(ds, preset, net, ml, target_spacing)
+    draft = _draft_plan(ds, preset, plan_at_preset, ml, target_spacing)
     # Exclusive training on AbdomenAtlas masks is only safe once every case is known not to overlap,
     # so that plan waits for the full fingerprint before it writes anything.
     single_pass = draft is not None and not (ds.layout == LAYOUT_ABDOMENATLAS and not ml)
@@ -101,7 +111,7 @@ def plan_and_preprocess(dataset: str, pretrained: Optional[str] = "unet", networ
     _check_multilabel(ds, fingerprint, ml)
     atomic_write_json(prep / "dataset_fingerprint.json", fingerprint)
     if preset:
-        plan = plan_pretrained(fingerprint, preset, ml, gpu_memory_gb, target_spacing, patch_size, batch_size)
+        plan = plan_at_preset(fingerprint, preset, ml, gpu_memory_gb, target_spacing, patch_size, batch_size)
     else:
         plan = plan_from_scratch(fingerprint, net, ml, gpu_memory_gb, target_spacing, patch_size, batch_size)
     if single_pass and plan.cache_hash() != draft.cache_hash():
@@ -163,15 +173,15 @@ def _check_multilabel(ds: RawDataset, fingerprint: dict, multilabel: bool) -> No
                            "Drop --exclusive to train multi-label", ds.path)
 
 
-def _draft_plan(ds, preset, network, multilabel, target_spacing) -> Optional[Plan]:
-    """The plan's cache-shaping part when it needs no statistics (pretrained + CT), else None."""
+def _draft_plan(ds, preset, plan_at_preset, multilabel, target_spacing) -> Optional[Plan]:
+    """The plan's cache-shaping part when it needs no statistics (a preset's conventions + CT), else None."""
     if not preset or ds.channel_names[0].lower() != "ct":
         return None
     stub = {"dataset_name": ds.name, "channel_names": list(ds.channel_names), "class_names": list(ds.class_names),
             "label_values": list(ds.label_values), "num_cases": len(ds.cases), "median_spacing": [1.0, 1.0, 1.0],
             "median_shape_after_crop_body": [96.0, 96.0, 96.0]}
-    return plan_pretrained(stub, preset, multilabel, target_spacing=target_spacing,
-                           patch_size=[preset["divisibility"]] * 3, batch_size=2)
+    return plan_at_preset(stub, preset, multilabel, target_spacing=target_spacing,
+                          patch_size=[preset["divisibility"]] * 3, batch_size=2)
 
 
 def _source_signature(case: Case) -> str:

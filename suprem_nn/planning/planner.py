@@ -10,9 +10,13 @@ Two paths:
 * from scratch: nnU-Net's rules (median spacing with the anisotropy rule, CT
   clip + z-score with foreground statistics, patch from the median shape and the
   memory budget, batch size >= 2, one batch covering at most 5 % of the dataset).
+* from scratch at a preset's conventions (``plan_scratch_at_conventions``): the
+  first path's input conventions with random initialisation and SuPreM's
+  supervised-pretraining recipe; this is how a new SuPreM backbone is trained.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Optional, Sequence
 
@@ -29,6 +33,13 @@ MEMORY_SAFETY = 0.8
 SCRATCH_RECIPE = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.99, "nesterov": True, "weight_decay": 3e-5,
                   "schedule": "poly", "warmup_epochs": 0, "epochs": 1000, "iterations_per_epoch": 250,
                   "loss": "dice_ce"}
+# SuPreM's supervised pretraining (supervised_pretraining/ of the SuPreM repository): AdamW at lr 1e-3 (its
+# scripts; 10x the fine-tuning lr), weight decay 1e-5, 20 warm-up epochs then cosine decay, Dice + BCE on
+# sigmoid outputs. SuPreM's 800 epochs over 2,100 CTs draw 1.68 M patches; 1000 epochs of 250 iterations at
+# batch 2 draw 0.5 M, so a dataset of thousands of CTs needs more epochs (documentation/make_your_own_suprem.md).
+SUPREM_PRETRAINING_RECIPE = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-5, "warmup_epochs": 20,
+                             "schedule": "warmup_cosine", "epochs": 1000, "iterations_per_epoch": 250,
+                             "loss": "dice_bce"}
 
 
 def plan_pretrained(fingerprint: dict, preset: dict, multilabel: bool, gpu_memory_gb: float = 8.0,
@@ -69,6 +80,24 @@ def plan_pretrained(fingerprint: dict, preset: dict, multilabel: bool, gpu_memor
                 network_kwargs=dict(preset.get("network_kwargs", {})), training=recipe,
                 checkpoint=dict(preset["checkpoint"]), mirror_axes=mirror,
                 notes=notes + ([mirror_note] if mirror_note else []) + list(preset.get("notes", [])))
+
+
+def plan_scratch_at_conventions(fingerprint: dict, preset: dict, multilabel: bool, gpu_memory_gb: float = 8.0,
+                                target_spacing: Optional[Sequence[float]] = None,
+                                patch_size: Optional[Sequence[int]] = None,
+                                batch_size: Optional[int] = None) -> Plan:
+    """Random initialisation at the input conventions of a SuPreM preset (supervised pretraining).
+
+    Orientation, spacing (mm), HU window, foreground crop and the 96^3 patch are those of
+    :func:`plan_pretrained`, so the trained backbone can later start ``--pretrained`` plans of other
+    datasets; the plan names no weights file and carries :data:`SUPREM_PRETRAINING_RECIPE`.
+    Plan name: ``scratch_<network>_suprem``.
+    """
+    plan = plan_pretrained(fingerprint, preset, multilabel, gpu_memory_gb, target_spacing, patch_size, batch_size)
+    notes = [f"planned from scratch at the input conventions of the SuPreM {preset['name']} weights "
+             f"(SuPreM's supervised pretraining: AdamW lr 1e-3, warm-up then cosine)"] + plan.notes[1:]
+    return dataclasses.replace(plan, plan_name=f"scratch_{plan.network}_suprem", pretrained=None, checkpoint={},
+                               training=dict(SUPREM_PRETRAINING_RECIPE), notes=notes)
 
 
 def plan_from_scratch(fingerprint: dict, network: str, multilabel: bool, gpu_memory_gb: float = 8.0,

@@ -103,6 +103,8 @@ def resolve_config(plan_training: dict, file_settings: dict, flags: dict) -> Tra
     cfg.augmentation = merged_params(cfg.augmentation)
     if cfg.pretrained and cfg.from_scratch:
         raise SupremError("--pretrained and --from-scratch exclude each other")
+    if cfg.pretrained_checkpoint and cfg.from_scratch:
+        raise SupremError("--pretrained-checkpoint and --from-scratch exclude each other")
     for name in ("epochs", "iterations_per_epoch", "num_gpus"):
         if getattr(cfg, name) < 1:
             raise SupremError(f"{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")

@@ -104,7 +104,9 @@ class Trainer:
 
         self.pretrained = None
         if not cfg.from_scratch:
-            self.pretrained = cfg.pretrained or (plan.network if plan.pretrained else None)
+            # an explicit weights file (a released one or a suprem_export_backbone file) initialises any plan
+            self.pretrained = cfg.pretrained or (plan.network if plan.pretrained or cfg.pretrained_checkpoint
+                                                 else None)
         if self.pretrained and self.pretrained != plan.network:
             raise SupremError(f"--pretrained {self.pretrained} does not match plan '{plan.plan_name}', which is "
                               f"planned for the '{plan.network}' backbone; pass --plan suprem_{self.pretrained}")
@@ -157,7 +159,9 @@ class Trainer:
 
     def _write_run_files(self) -> None:
         record = {"dataset": self.dataset, "fold": self.fold, "plan_folder": str(self.plan_folder),
-                  "world_size": self.dist.world_size, **self.cfg.to_json()}
+                  "world_size": self.dist.world_size, **self.cfg.to_json(),
+                  # what the fold was trained on, kept with the model (suprem_export_backbone records it)
+                  "train_cases": list(self.train_cases), "val_cases": list(self.val_cases)}
         atomic_write_json(self.folder / "config.json", record)
         shutil.copyfile(self.plan_folder / "plans.json", self.model_folder / ".plans.json.tmp")
         os.replace(self.model_folder / ".plans.json.tmp", self.model_folder / "plans.json")
