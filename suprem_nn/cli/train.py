@@ -1,4 +1,5 @@
-"""``suprem_train DATASET FOLD``: fine-tune SuPreM (or train from scratch) on one fold of a planned dataset."""
+"""``suprem_train DATASET FOLD``: fine-tune SuPreM (or train from scratch) on one fold of a planned dataset;
+``suprem_train DATASET cv``: every cross-validation fold (:mod:`suprem_nn.training.cross_validation`)."""
 from __future__ import annotations
 
 import argparse
@@ -11,10 +12,18 @@ from .common import add_common_arguments, run_command
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="suprem_train",
-        description="Train one cross-validation fold. Every setting is also a field of a --config JSON file; "
-                    "all of them are recorded in <results>/<dataset>/<plan>/fold_<k>/config.json.")
+        description="Train one cross-validation fold, or all of them with FOLD 'cv'. Every setting is also a field "
+                    "of a --config JSON file; all of them are recorded in "
+                    "<results>/<dataset>/<plan>/fold_<k>/config.json.")
     p.add_argument("dataset", help="dataset name (Dataset101_X), numeric id (101) or raw folder path")
-    p.add_argument("fold", help="0-4, or 'all' to train on every case")
+    p.add_argument("fold", help="0-4, 'all' to train on every case, or 'cv' for every cross-validation fold: in "
+                                "turn (one per GPU on a multi-GPU node), skipping finished folds and continuing "
+                                "interrupted ones, then a per-fold and mean Dice summary")
+    p.add_argument("--folds", nargs="+", type=int, metavar="K",
+                   help="with FOLD 'cv': only these folds (default: all folds of splits_final.json)")
+    p.add_argument("--parallel-folds", type=int, metavar="N",
+                   help="with FOLD 'cv': folds trained at once as separate processes (default: one per GPU when "
+                        "training on CUDA, else 1; on the CPU the cores are shared between them)")
     p.add_argument("--plan", dest="plan_name", help="plan name (default: suprem_<backbone> with --pretrained, "
                                                     "else the dataset's only plan)")
     init = p.add_mutually_exclusive_group()
@@ -52,13 +61,28 @@ _OPTION_NAMES = ("plan_name", "pretrained", "from_scratch", "pretrained_checkpoi
 
 
 def _body(args: argparse.Namespace) -> int:
+    from ..errors import SupremError
     from ..training import train
     options = {k: getattr(args, k) for k in _OPTION_NAMES if getattr(args, k) is not None}
+    if args.fold == "cv":
+        return _cross_validate(args, options)
+    if args.folds is not None or args.parallel_folds is not None:
+        raise SupremError(f"--folds and --parallel-folds go with FOLD 'cv' (got FOLD {args.fold!r}); "
+                          f"e.g. suprem_train {args.dataset} cv --folds 0 1 2")
     record = train(args.dataset, args.fold, config_file=args.config_file, continue_training=args.continue_training,
                    echo=not args.quiet, **options)
     if record and record.get("final_validation_mean_dice") is not None:
         print(f"final validation mean Dice: {record['final_validation_mean_dice']:.4f}")
     return 0
+
+
+def _cross_validate(args: argparse.Namespace, options: dict) -> int:
+    from ..training.cross_validation import cross_validate, format_summary
+    # cv always continues interrupted folds, so --continue changes nothing here
+    result = cross_validate(args.dataset, folds=args.folds, parallel_folds=args.parallel_folds,
+                            config_file=args.config_file, echo=not args.quiet, **options)
+    print(format_summary(result))
+    return 1 if result.failed else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

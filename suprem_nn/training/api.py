@@ -19,13 +19,18 @@ def train(dataset: str, fold="0", config_file: Optional[str] = None, continue_tr
     torchrun environment, ``num_gpus`` processes are spawned on this node.
     """
     fold = parse_fold(str(fold))
-    file_settings = read_config_file(config_file) if config_file else {}
-    cfg = _resolve(dataset, file_settings, options)
+    cfg = resolve_training_config(dataset, config_file, options)
     env = ddp.from_environment()
     if env is None and cfg.num_gpus > 1:
         ddp.spawn(_run_rank, cfg.num_gpus, (dataset, fold, cfg, continue_training, echo))
         return None
     return _run_rank(dataset, fold, cfg, continue_training, echo, env)
+
+
+def resolve_training_config(dataset: str, config_file: Optional[str], options: dict) -> TrainingConfig:
+    """The run's settings: ``options`` over the ``config_file`` JSON over the recipe of the plan they select."""
+    file_settings = read_config_file(config_file) if config_file else {}
+    return _resolve(dataset, file_settings, options)
 
 
 def _resolve(dataset: str, file_settings: dict, options: dict) -> TrainingConfig:

@@ -86,10 +86,12 @@ def parse_fold(text: str) -> Fold:
     """``"0"``..``"4"`` -> int, ``"all"`` -> ``"all"``."""
     if str(text) == "all":
         return "all"
+    # 'cv' is handled before a single fold is parsed (suprem_train DATASET cv); name it for users who mistype it
+    problem = f"FOLD must be a number 0-4, 'all' (every case) or 'cv' (every fold in turn), got {text!r}"
     try:
         k = int(text)
     except ValueError:
-        raise SupremError(f"FOLD must be a number 0-4 or 'all', got {text!r}") from None
+        raise SupremError(problem) from None
     if k < 0:
-        raise SupremError(f"FOLD must be a number 0-4 or 'all', got {text!r}")
+        raise SupremError(problem)
     return k
