@@ -37,6 +37,8 @@ setup(
             "suprem_train=suprem_nn.cli.train:main",
             "suprem_predict=suprem_nn.cli.predict:main",
             "suprem_evaluate=suprem_nn.cli.evaluate:main",
+            "suprem_find_best_configuration=suprem_nn.cli.find_best_configuration:main",
+            "suprem_ensemble=suprem_nn.cli.ensemble:main",
             "suprem_demo=suprem_nn.cli.demo:main",
             "suprem_export_backbone=suprem_nn.cli.export_backbone:main",
             "suprem_download_weights=suprem_nn.cli.download_weights:main",

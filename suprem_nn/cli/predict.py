@@ -66,6 +66,12 @@ def _body(args: argparse.Namespace) -> int:
     from ..inference import predict
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    if args.dataset and not args.plan:  # say which configuration -d uses when cross-validation chose one
+        from ..inference.instructions import find_instructions
+
+        chosen = find_instructions(args.dataset)
+        if chosen is not None:
+            print(f"suprem_predict: using the {chosen.describe()}", file=sys.stderr)
     summary = predict(args.input, args.output, args.model_folder, dataset=args.dataset, plan=args.plan,
                       folds=args.folds, checkpoint_name=args.checkpoint_name, suprem=args.suprem,
                       checkpoint=args.checkpoint, device=args.device, step_size=args.step_size,

@@ -122,7 +122,8 @@ def chart_png(sel: Selection) -> bytes:
     labels = list(sel.class_names) + ["mean"]
     x = np.arange(len(labels))
     width = 0.8 / len(cols)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(labels) * max(1, len(cols)) / 2 + 2), 4.5))
+    # about a quarter inch per bar, so 13 classes x 4 configurations stay readable on a page
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.25 * len(labels) * len(cols) + 2)), 5.0))
     for i, (name, per_class, mean) in enumerate(cols):
         values = [per_class[c] for c in sel.class_names] + [mean]
         ax.bar(x + (i - (len(cols) - 1) / 2) * width, [0 if math.isnan(v) else v for v in values], width,

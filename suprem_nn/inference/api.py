@@ -80,6 +80,19 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
         return _predict_nnunet(input, output, nnunet_model, folds, checkpoint_name, device, step_size, disable_tta,
                                save_probabilities, per_class, classes, fast, postprocess, num_workers, overwrite,
                                bf16, fp32, channels_last, windows_per_batch, statistics, preview, progress)
+    if dataset is not None and plan is None:  # -d without -p: the configuration cross-validation chose, if any
+        from .chosen import predict_with_instructions
+        from .instructions import find_instructions
+
+        instructions = find_instructions(dataset)
+        if instructions is not None:
+            return predict_with_instructions(
+                input, output, instructions, folds=folds, per_class=per_class, save_probabilities=save_probabilities,
+                overwrite=overwrite, progress=progress, unsupported={"--classes": classes, "--fast": fast,
+                "--postprocess": postprocess, "--statistics": statistics, "--preview": preview},
+                checkpoint_name=checkpoint_name, device=device, step_size=step_size, disable_tta=disable_tta,
+                num_workers=num_workers, bf16=bf16, fp32=fp32, channels_last=channels_last,
+                windows_per_batch=windows_per_batch)
     folds = (0,) if folds is None else folds
     t_load = time.perf_counter()
     if released is not None:
