@@ -56,12 +56,12 @@ def predict_with_instructions(input, output, instructions: InferenceInstructions
         return summary
     models = dataset_folder(results_root(), instructions.dataset)
     member_reports = {}
+    for m in instructions.members:  # all checked before the first member spends time predicting
+        if not (models / m.plan / "plans.json").is_file():
+            raise SupremError(f"the chosen plan '{m.plan}' has no trained model folder here ({models / m.plan}); "
+                              "train it or run suprem_find_best_configuration again", instructions.path)
     for m in instructions.members:
-        folder = models / m.plan
-        if not (folder / "plans.json").is_file():
-            raise SupremError(f"the chosen plan '{m.plan}' has no trained model folder here ({folder}); train it "
-                              "or run suprem_find_best_configuration again", instructions.path)
-        s = predict(input, work / m.plan, folder, folds=list(folds) if folds else m.folds,
+        s = predict(input, work / m.plan, models / m.plan, folds=list(folds) if folds else m.folds,
                     save_probabilities=True, overwrite=overwrite, progress=progress, **predict_options)
         summary.failures += [f for f in s.failures if f not in summary.failures]
         member_reports[m.plan] = str(s.report_path)

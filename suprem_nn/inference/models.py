@@ -84,7 +84,8 @@ def resolve_dataset_model(dataset: str, plan_name: Optional[str] = None) -> Path
     if plan_name is None:
         if len(plans) != 1:
             raise ModelError(f"dataset has {len(plans)} trained plans ({', '.join(plans) or 'none'}); "
-                             "choose one with -p", folder)
+                             "choose one with -p, or let cross-validation choose: suprem_find_best_configuration "
+                             f"{folder.name}", folder)
         plan_name = plans[0]
     if plan_name not in plans:
         raise ModelError(f"no trained plan '{plan_name}' (found: {', '.join(plans) or 'none'})", folder)
