@@ -62,7 +62,11 @@ def validate_fold(trainer) -> dict:
                 masks[name] = mask_dir / f"{name}.nii.gz"
                 write_image(result.masks[k].astype(np.uint8), result.geometry, masks[name])
             prediction = CaseSource(case_id, masks=masks, folder=out / case_id)
-            reference = CaseSource(case_id, masks={n: Path(p) for n, p in props.source_masks.items()})
+            if not props.source_masks:
+                raise SupremError(f"case '{case_id}' has no mask files recorded in the cache; cannot validate")
+            ref_masks = {n: Path(p) for n, p in props.source_masks.items()}
+            # the case folder (<case>/segmentations/<class>.nii.gz) names the reference in reports
+            reference = CaseSource(case_id, masks=ref_masks, folder=next(iter(ref_masks.values())).parent.parent)
         else:
             if not props.source_label:
                 raise SupremError(f"case '{case_id}' has no label file recorded in the cache; cannot validate")

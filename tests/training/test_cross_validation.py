@@ -244,3 +244,46 @@ def test_a_failing_fold_in_turn_is_reported_with_its_log_and_the_others_still_ru
         assert f"FAILED ({model / f'fold_{k}' / 'checkpoint_latest.pth'}: cannot load checkpoint" in lines[k]
         assert lines[k].endswith(f"log: {log}") and "checkpoint_latest.pth: cannot load" in log.read_text()
     assert "2 fold(s) failed: 0, 1" in out
+
+
+def test_multi_label_out_of_fold_probabilities_threshold_to_the_validation_masks(tmp_path, monkeypatch):
+    """Sigmoid plans: one channel per class (no background); > 0.5 gives each written mask, and the highest
+    class holding a voxel gives the written label map, as the export combines them."""
+    from suprem_nn.inference.probabilities import read_probabilities
+    from suprem_nn.io import read_image
+    from suprem_nn.planning.api import plan_and_preprocess
+    from suprem_nn.training import train
+    from tests.conftest import add_tiny_scratch_plan, make_abdomenatlas_dataset
+
+    raw = make_abdomenatlas_dataset(tmp_path / "roots" / "raw", cases=["ts_abdomen_sm_3mm"] * 3,
+                                    organs=["spleen", "liver", "stomach"])
+    plan_and_preprocess("AbdomenAtlas", pretrained="segresnet", target_spacing=[4.5, 4.5, 4.5],
+                        patch_size=[32, 32, 32], batch_size=2, num_processes=1, progress=False)
+    add_tiny_scratch_plan(tmp_path / "roots" / "preprocessed" / "AbdomenAtlas")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocess tests (OMP_NUM_THREADS=1): 2 threads on 2 busy cores only contend
+    try:
+        train("AbdomenAtlas", 0, plan_name=PLAN, from_scratch=True, epochs=1, iterations_per_epoch=2,
+              val_iterations=0, num_workers=0, device="cpu", echo=False, augmentation={"mirror": False})
+    finally:
+        torch.set_num_threads(threads)
+    validation = tmp_path / "roots" / "results" / "AbdomenAtlas" / PLAN / "fold_0" / "validation"
+    (npz,) = validation.glob("*.npz")
+    case = read_probabilities(npz)
+    meta = json.loads(npz.with_suffix(".json").read_text())
+    assert case.activation == "sigmoid" and case.class_names == ["liver", "spleen", "stomach", "hepatic_vessel"]
+    assert case.probabilities.shape[0] == 4 and meta["source_label"] is None
+    assert meta["source_masks"] == {n: str(raw / npz.stem / "segmentations" / f"{n}.nii.gz")
+                                    for n in case.class_names}
+    _, ct_geometry = read_image(meta["source_images"][0])
+    assert case.geometry == ct_geometry
+    masks = case.on_original_grid() > 0.5
+    for k, name in enumerate(case.class_names):
+        written, geometry = read_image(validation / npz.stem / "segmentations" / f"{name}.nii.gz")
+        assert geometry == ct_geometry
+        assert float((masks[k] == (written > 0)).mean()) > 0.999, name
+    index = np.zeros(masks.shape[1:], dtype=int)
+    for k in range(len(masks)):
+        index[masks[k]] = k + 1  # later classes overwrite earlier ones, like the export
+    written, _ = read_image(validation / f"{npz.stem}.nii.gz")
+    assert float((np.array([0] + case.label_values)[index] == written).mean()) > 0.999
