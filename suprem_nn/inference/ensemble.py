@@ -43,7 +43,8 @@ def find_probability_files(folder: str | Path) -> dict[str, Path]:
         raise SupremError("probabilities folder not found", folder)
     found = {}
     for npz in sorted(list(folder.glob("*.npz")) + list(folder.glob("*/*.npz"))):
-        if npz.name.startswith(".") or not npz.with_suffix(".json").is_file():
+        hidden = any(part.startswith(".") for part in npz.relative_to(folder).parts)  # temporaries, .members/
+        if hidden or not npz.with_suffix(".json").is_file():
             continue
         found[npz.relative_to(folder).with_suffix("").as_posix()] = npz
     if not found:

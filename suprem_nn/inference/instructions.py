@@ -75,8 +75,8 @@ def find_instructions(dataset: str) -> Optional[InferenceInstructions]:
 def read_instructions(path: str | Path) -> InferenceInstructions:
     """Parse and check an instructions file; every problem is one :class:`SupremError` naming the file."""
     path = Path(path)
-    d = read_json(path, hint="; run suprem_find_best_configuration again")
     hint = "; run suprem_find_best_configuration again"
+    d = read_json(path, hint=hint)
     if not isinstance(d, dict) or d.get("format_version") != FORMAT_VERSION:
         raise SupremError(f"not an inference_instructions.json of format version {FORMAT_VERSION}{hint}", path)
     try:

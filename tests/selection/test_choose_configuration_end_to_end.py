@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.conftest import make_cv_dataset, plan_tiny
 
