@@ -44,11 +44,12 @@ def _run(args: argparse.Namespace) -> int:
     if not names:
         raise SupremError("name the backbones to download (unet, segresnet, swinunetr or all), or --register FILE")
     for name in names:
-        path = download_weights(name, args.to, progress=not args.quiet and sys.stderr.isatty(), verify_existing=True)
+        path = download_weights(name, args.to, progress=not args.quiet, verify_existing=True)
         print(f"{name}: {path} (verified)")
     if args.to:
-        print(f"on the offline machine put these files in {weights_folder()} (or point SUPREM_WEIGHTS at their "
-              f"folder), or place each with `suprem_download_weights --register FILE`")
+        print(f"copy them into the weights folder of the machine that uses them ($SUPREM_WEIGHTS, default "
+              f"~/suprem_nn_data/weights; here {weights_folder()}), or place each there with "
+              f"`suprem_download_weights --register FILE`")
     return 0
 
 

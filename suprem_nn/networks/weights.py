@@ -158,8 +158,8 @@ def _folder_lock(folder: Path) -> Iterator[None]:
 
 def _advice(rel: ReleasedWeights, folder: Path, use_flag: Optional[str]) -> str:
     also = f", or pass {use_flag}" if use_flag else ""
-    return (f"on a machine with internet run `suprem_download_weights {rel.backbone} --to DIR`, or download "
-            f"{rel.url} by hand; then put the file in {folder} as {rel.file_name} (or run `suprem_download_weights "
+    return (f"on a machine with internet run `suprem_download_weights {rel.backbone} --to DIR` (or download that "
+            f"URL by hand), then put the file in {folder} as {rel.file_name} (or run `suprem_download_weights "
             f"--register FILE`, which checks it first){also}")
 
 
@@ -304,12 +304,14 @@ def resolve_pretrained_checkpoint(plan, explicit: Optional[str], progress: bool 
 
 def prefetch_weights(backbone: str, progress: bool = True) -> Optional[Path]:
     """:func:`ensure_weights` for steps that do not need the weights yet (planning): a failure is one warning
-    that says what to do, not an error; returns the path or None."""
+    that says what to do, not an error (an info line when SUPREM_OFFLINE asked for no network); returns the path
+    or None."""
     try:
         path = ensure_weights(backbone, progress=progress, use_flag="--pretrained-checkpoint PATH to suprem_train")
     except SupremError as exc:
-        log.warning(f"warning: {exc}. Planning does not need the weights; training with --pretrained {backbone} "
-                    f"does")
+        level, word = (logging.INFO, "note") if _offline() else (logging.WARNING, "warning")
+        log.log(level, f"{word}: {exc}. Planning does not need the weights; training with --pretrained {backbone} "
+                       f"does")
         return None
     log.info(f"SuPreM {backbone} weights: {path}")
     return path

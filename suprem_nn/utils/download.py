@@ -50,7 +50,7 @@ def download_file(url: str, part: Path, *, timeout_s: float, progress: bool = Tr
     error line, nothing else).
     A dropped connection or a stall longer than ``timeout_s`` seconds (per connect or read) is retried with an
     HTTP Range request from the bytes already received, up to :data:`MAX_ATTEMPTS` attempts, as long as each
-    attempt makes progress. Raises :class:`DownloadError` with a one-line reason (HTTP status, HTML page instead
+    attempt makes progress. The progress bar (``progress``) shows on a terminal only. Raises :class:`DownloadError` with a one-line reason (HTTP status, HTML page instead
     of a file, unreachable host, full disk, stall).
     """
     attempts = 0
@@ -122,7 +122,7 @@ def _attempt(url: str, part: Path, timeout_s: float, progress: bool, desc: str, 
         try:
             with open(part, "r+b" if offset else "wb") as f, \
                     tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                         disable=not progress, leave=False, mininterval=0.5) as bar:
+                         disable=None if progress else True, leave=False, mininterval=0.5) as bar:
                 f.seek(offset)
                 f.truncate()
                 while True:

@@ -87,6 +87,36 @@ def test_resume_after_the_connection_drops_mid_file(env, server, released):
     assert left_in(env) == [SEG]
 
 
+def test_a_later_run_resumes_the_kept_bytes(env, server, released):
+    data = released["segresnet"]
+    server.state.files[SEG] = Served(data, mode="drop_always")
+    with pytest.raises(WeightsError, match="the next run resumes") as err:
+        download_weights("segresnet", progress=False)
+    assert "gave up after 5 attempt(s), 5.0 MB received" in one_line(err.value)
+    assert left_in(env) == [SEG + ".part"] and (env / (SEG + ".part")).read_bytes() == data[: 5 << 20]
+    server.state.files[SEG] = Served(data)
+    server.state.requests.clear()
+    assert download_weights("segresnet", progress=False).read_bytes() == data
+    assert server.state.full_gets(SEG) == 0 and server.state.ranges(SEG) == [f"bytes={5 << 20}-"]
+    assert left_in(env) == [SEG]
+
+
+def test_kept_bytes_of_another_file_are_refused_and_removed(env, server, released):
+    env.mkdir()
+    (env / (SEG + ".part")).write_bytes(b"\0" * 4096)  # not the start of this file
+    server.state.files[SEG] = Served(released["segresnet"])
+    with pytest.raises(WeightsError, match="is not the released SuPreM segresnet checkpoint"):
+        download_weights("segresnet", progress=False)
+    assert left_in(env) == []
+
+
+def test_bad_timeout_setting_is_named(env, monkeypatch):
+    monkeypatch.setenv("SUPREM_DOWNLOAD_TIMEOUT", "soon")
+    with pytest.raises(WeightsError, match="SUPREM_DOWNLOAD_TIMEOUT must be a positive number of seconds, got 'soon'"):
+        download_weights("segresnet", progress=False)
+    assert not env.exists()
+
+
 def test_404_is_one_line_and_leaves_nothing(env, server):
     with pytest.raises(WeightsError) as err:
         download_weights("segresnet", progress=False)
@@ -248,9 +278,11 @@ def test_training_resolves_the_plan_file_through_an_hf_mirror(env, server, relea
 
 
 def test_planning_only_warns_when_the_weights_cannot_be_fetched(env, server, released, caplog):
+    caplog.set_level("INFO", logger="suprem_nn")
     assert prefetch_weights("segresnet", progress=False) is None
     warning = one_line(caplog.records[-1].getMessage())
     assert "HTTP 404" in warning and "--pretrained-checkpoint PATH" in warning and "Planning does not need" in warning
+    assert caplog.records[-1].levelname == "WARNING"
     server.state.files[SEG] = Served(released["segresnet"])
     assert prefetch_weights("segresnet", progress=False) == env / SEG
 

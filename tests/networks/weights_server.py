@@ -17,6 +17,7 @@ class Served:
     """What the server does for one file name. ``mode``: ok, drop_once (first full GET sends half the bytes
     and closes), stall (headers, then nothing until the test ends), 404, html (an HTML page with 200),
     html_octet (an HTML page labelled application/octet-stream), hold (body waits for ``release``),
+    drop_always (every response stops after 1 MB),
     no_length (close-delimited body without Content-Length)."""
 
     data: bytes
@@ -88,6 +89,10 @@ def make_handler(state: ServerState):
                 served.dropped = True
                 self._write(data[: len(data) // 2])
                 self.close_connection = True  # the client sees a short body: an IncompleteRead
+                return
+            if served.mode == "drop_always":  # a connection that never lasts: 1 MB per request
+                self._write(data[start:start + (1 << 20)])
+                self.close_connection = True
                 return
             self._write(data[start:])
 
