@@ -39,6 +39,7 @@ setup(
             "suprem_evaluate=suprem_nn.cli.evaluate:main",
             "suprem_find_best_configuration=suprem_nn.cli.find_best_configuration:main",
             "suprem_ensemble=suprem_nn.cli.ensemble:main",
+            "suprem_apply_postprocessing=suprem_nn.cli.apply_postprocessing:main",
             "suprem_demo=suprem_nn.cli.demo:main",
             "suprem_export_backbone=suprem_nn.cli.export_backbone:main",
             "suprem_download_weights=suprem_nn.cli.download_weights:main",
