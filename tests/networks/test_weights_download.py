@@ -324,3 +324,22 @@ def test_predict_suprem_downloads_the_released_file_on_first_use(env, server, re
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "seg.nii.gz").is_file() and (env / SEG).read_bytes() == released["segresnet"]
     assert server.state.full_gets(SEG) == 1
+
+
+def test_plan_and_preprocess_fetches_the_weights_and_only_warns_without_them(env, server, released, tmp_path,
+                                                                             monkeypatch, caplog):
+    from suprem_nn.demo.phantom import write_phantom_dataset
+    from suprem_nn.planning.api import plan_and_preprocess
+
+    monkeypatch.setenv("SUPREM_RAW", str(tmp_path / "raw"))
+    write_phantom_dataset(tmp_path / "raw" / "Dataset901_Tiny", num_train=2, num_test=0, shape=(24, 24, 16),
+                          spacing=(6.0, 6.0, 6.0))
+    run = dict(pretrained="segresnet", num_processes=1, plan_only=True, progress=False)
+    result = plan_and_preprocess("Dataset901_Tiny", **run)  # the server has no file yet: a warning, a plan
+    assert result.plan is not None and (result.plan_folder / "plans.json").is_file()
+    assert any(r.levelname == "WARNING" and "HTTP 404" in r.getMessage() for r in caplog.records)
+    assert not env.exists()
+    server.state.files[SEG] = Served(released["segresnet"])
+    server.state.requests.clear()
+    plan_and_preprocess("Dataset901_Tiny", **run)
+    assert (env / SEG).read_bytes() == released["segresnet"] and server.state.full_gets(SEG) == 1
