@@ -49,6 +49,9 @@ def gpu_groups(gpus: Sequence[str], gpus_per_fold: int) -> list[list[str]]:
 
 def default_parallel_folds(cfg: TrainingConfig) -> int:
     """One fold per GPU group when training on CUDA with more than one group, else 1 (folds in turn)."""
+    from .distributed import from_environment
+    if from_environment() is not None:  # under torchrun the ranks train each fold together, in turn
+        return 1
     if not uses_cuda(cfg) or cfg.device not in ("auto", "cuda"):
         return 1
     return max(1, len(gpu_groups(visible_gpus(), cfg.num_gpus)))
@@ -56,6 +59,10 @@ def default_parallel_folds(cfg: TrainingConfig) -> int:
 
 def slot_environments(cfg: TrainingConfig, n_parallel: int) -> list[dict]:
     """Environment overrides for each of the ``n_parallel`` process slots."""
+    from .distributed import from_environment
+    if from_environment() is not None:
+        raise SupremError("under torchrun every rank trains the same fold; cross-validation folds then run in turn "
+                          "(drop --parallel-folds), or start suprem_train DATASET cv without torchrun")
     if uses_cuda(cfg):
         if cfg.device not in ("auto", "cuda"):
             raise SupremError(f"--device {cfg.device} pins every fold to one GPU; with parallel folds use --device "

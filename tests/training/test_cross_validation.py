@@ -206,6 +206,12 @@ def test_gpu_groups_give_each_parallel_fold_its_own_gpus(monkeypatch):
         slot_environments(cfg, 2)
     with pytest.raises(SupremError, match="pins every fold to one GPU"):
         slot_environments(TrainingConfig(device="cuda:1"), 2)
+    # under torchrun the ranks train one fold together: folds go in turn
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert default_parallel_folds(TrainingConfig(device="cuda")) == 1
+    with pytest.raises(SupremError, match="under torchrun"):
+        slot_environments(TrainingConfig(device="cuda"), 2)
 
 
 @pytest.mark.parametrize("args, message", [
