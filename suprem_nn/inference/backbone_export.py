@@ -32,6 +32,8 @@ def find_model_folder(model: str, plan_name: Optional[str] = None) -> Path:
         return folder
     if folder.is_dir():
         raise ModelError("not a trained model folder (no plans.json); pass <results>/<dataset>/<plan>", folder)
+    if len(folder.parts) > 1:  # a path, not a dataset name: say so rather than search SUPREM_RESULTS for it
+        raise ModelError("model folder not found", folder)
     return resolve_dataset_model(model, plan_name)
 
 

@@ -95,7 +95,8 @@ def plan_scratch_at_conventions(fingerprint: dict, preset: dict, multilabel: boo
     """
     plan = plan_pretrained(fingerprint, preset, multilabel, gpu_memory_gb, target_spacing, patch_size, batch_size)
     notes = [f"planned from scratch at the input conventions of the SuPreM {preset['name']} weights "
-             f"(SuPreM's supervised pretraining: AdamW lr 1e-3, warm-up then cosine)"] + plan.notes[1:]
+             f"(SuPreM's supervised pretraining: AdamW lr 1e-3, warm-up then cosine)"]
+    notes += [n.replace("(what the weights expect)", "(the SuPreM weights' convention)") for n in plan.notes[1:]]
     return dataclasses.replace(plan, plan_name=f"scratch_{plan.network}_suprem", pretrained=None, checkpoint={},
                                training=dict(SUPREM_PRETRAINING_RECIPE), notes=notes)
 

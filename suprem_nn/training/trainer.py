@@ -13,6 +13,7 @@ Folder: ``<SUPREM_RESULTS>/<dataset>/<plan_name>/fold_<k>/``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -167,6 +168,8 @@ class Trainer:
         os.replace(self.model_folder / ".plans.json.tmp", self.model_folder / "plans.json")
         if self.load_report is not None:
             self.log.line(str(self.load_report))
+            if self.conventions_warning:
+                self.log.line(f"warning: {self.conventions_warning}")
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
@@ -181,6 +184,7 @@ class Trainer:
         net = build_network(plan.network, plan.num_inputs, plan.num_outputs, **plan.network_kwargs)
         torch.manual_seed(self.cfg.seed + self.dist.rank)
         self.load_report = None
+        self.conventions_warning = None
         if self.pretrained and not self.continue_training:
             path = resolve_pretrained_checkpoint(plan, self.cfg.pretrained_checkpoint)
             try:
@@ -190,6 +194,10 @@ class Trainer:
                 raise
             except Exception as exc:  # the loader's CheckpointError names the file and the problem
                 raise SupremError(str(exc)) from None
+            # an exported backbone records the conventions it learnt at; a released file has no record
+            from ..networks.export_record import conventions_mismatch
+            self.conventions_warning = conventions_mismatch(
+                path, plan.target_spacing, [dataclasses.asdict(n) for n in plan.normalization])
         return net.to(self.device)
 
     def _amp_dtype(self):

@@ -37,7 +37,7 @@ def _backbone(state: dict, head: str) -> dict:
 def test_pretraining_recipe_export_and_fine_tuning(tiny_dataset, tmp_path):
     from suprem_nn import __version__
     from suprem_nn.networks import build_network, init_from_pretrained
-    from suprem_nn.networks.export_record import file_sha256
+    from suprem_nn.networks.export_record import conventions_mismatch, file_sha256
 
     env = {**os.environ, "SUPREM_RESULTS": str(tmp_path / "results")}
     atlas = make_abdomenatlas_dataset(tmp_path / "atlas_raw")
@@ -84,6 +84,10 @@ def test_pretraining_recipe_export_and_fine_tuning(tiny_dataset, tmp_path):
     assert "origin: suprem_nn backbone export: AbdomenAtlas, plan scratch_segresnet_suprem, fold all " \
            "(3 training cases), 1 epochs trained; 8 classes" in log
     assert "loaded: 81 tensors (backbone for fine-tuning)" in log
+    assert "warning:" not in log  # both plans are at 4.5 mm and the SuPreM HU window
+    ct_window = [{"scheme": "ct_window", "lower": -175.0, "upper": 250.0}]
+    assert conventions_mismatch(out, [4.5, 4.5, 4.5], ct_window) is None
+    assert "spacing 4.5 x 4.5 x 4.5 mm vs 1.5 x 1.5 x 1.5 mm" in conventions_mismatch(out, [1.5] * 3, ct_window)
 
     # round trip: every backbone tensor of a new model is the exported one; only the task head is fresh
     model = build_network("segresnet", 1, 14)
