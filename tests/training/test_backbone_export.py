@@ -137,6 +137,13 @@ def test_unet_round_trip_from_a_trained_model(tiny_dataset, tmp_path, monkeypatc
     for key in report.loaded:  # includes BatchNorm running statistics and counters
         assert torch.equal(state[key], exported["module.backbone." + key]) and torch.equal(state[key], trained[key])
 
+    # --pretrained-checkpoint alone also starts a plan planned from scratch (fold 1 of the same scratch plan)
+    from suprem_nn.cli.train import main as train_main
+    assert train_main([DATASET, "1", "--plan", "scratch_unet16", "--pretrained-checkpoint", str(out), "--epochs", "1",
+                       "--iterations-per-epoch", "1", *QUICK]) == 0
+    log = (tmp_path / "results" / DATASET / "scratch_unet16" / "fold_1" / "training_log.txt").read_text()
+    assert "initialisation: SuPreM unet" in log and "loaded: 104 tensors (backbone for fine-tuning)" in log
+
 
 def test_swinunetr_mapping_from_a_built_model(tmp_path):
     """Swin UNETR is too big to train here; its key mapping is checked on a built, perturbed network."""
@@ -188,3 +195,9 @@ def test_refusals_name_the_file_and_leave_nothing(tiny_dataset, tmp_path, capsys
     assert plan_main(["-d", DATASET, "--conventions", "suprem"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--conventions applies to --from-scratch plans" in err[0]
+
+    from suprem_nn.cli.train import main as train_main
+    assert train_main([DATASET, "0", "--plan", "tiny_segresnet", "--from-scratch", "--pretrained-checkpoint",
+                       str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["suprem_train: error: --pretrained-checkpoint and --from-scratch exclude each other"]
