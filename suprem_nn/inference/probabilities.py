@@ -47,10 +47,20 @@ class CaseProbabilities:
     def on_original_grid(self) -> np.ndarray:
         """float32 ``(C, *original shape)`` in the file's axis order; outside the crop box a softmax case is
         background (probability 1 for channel 0) and a sigmoid case is 0 for every class."""
-        from ..preprocessing import restore_to_original
+        import torch
 
-        fill = [1.0] + [0.0] * (len(self.probabilities) - 1) if self.activation == "softmax" else 0.0
-        return restore_to_original(self.probabilities.astype(np.float32), self.props, self.plan, order=1, fill=fill)
+        from ..preprocessing import restore_block
+
+        out = np.zeros((len(self.probabilities),) + tuple(self.geometry.shape), dtype=np.float32)
+        if self.activation == "softmax":
+            out[0] = 1.0
+        # The same resampling as the predictor's export (restore_block), so labels decided from these
+        # probabilities equal the labels suprem_predict writes, up to the float16 rounding of the file.
+        for c in range(len(self.probabilities)):
+            block, box = restore_block(torch.from_numpy(self.probabilities[c:c + 1].astype(np.float32)), self.props,
+                                       self.plan)
+            out[(c,) + box] = block[0].numpy()
+        return out
 
 
 def write_probabilities(stem: str | Path, probabilities: np.ndarray, class_names: Sequence[str],
