@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from tests.conftest import make_abdomenatlas_dataset
@@ -119,8 +118,8 @@ def test_unet_round_trip_from_a_trained_model(tiny_dataset, tmp_path, monkeypatc
          "--iterations-per-epoch", 1, *QUICK, "--quiet", env=env)
     monkeypatch.setenv("SUPREM_RESULTS", env["SUPREM_RESULTS"])
     out = tmp_path / "unet_backbone.pth"
-    load_report, record = export_backbone(DATASET, out, plan_name="scratch_unet16")
-    assert record["training"]["fold"] == "0" and record["tensors"] == 104
+    written, record = export_backbone(DATASET, out, plan_name="scratch_unet16")
+    assert record["training"]["fold"] == "0" and record["tensors"] == 104 and len(written.loaded) == 104
     assert record["training"]["num_train_cases"] == 2 and len(record["training"]["val_cases"]) == 1
 
     exported = torch.load(out, map_location="cpu", weights_only=True)["net"]
