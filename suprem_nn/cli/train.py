@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="initialise from the SuPreM backbone (default when the plan was planned --pretrained)")
     init.add_argument("--from-scratch", action="store_true", default=None, help="random initialisation")
     p.add_argument("--pretrained-checkpoint", metavar="PATH",
-                   help="SuPreM weights file (default: $SUPREM_WEIGHTS/<file> or ~/suprem_nn_data/weights/<file>)")
+                   help="weights file: a released SuPreM file or a suprem_export_backbone file; initialises any plan "
+                        "(default with --pretrained: $SUPREM_WEIGHTS/<file> or ~/suprem_nn_data/weights/<file>)")
     p.add_argument("--allow-unsafe-checkpoint", action="store_true", default=None,
                    help="allow unpickling a legacy weights file that plain tensors cannot describe (trusted files only)")
     p.add_argument("--epochs", type=int)
