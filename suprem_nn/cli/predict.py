@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="background threads for reading/preprocessing the next cases and writing the previous "
                         "one while the network runs (0: everything in sequence)")
     p.add_argument("--overwrite", action="store_true", help="re-predict cases whose output already exists")
+    p.add_argument("--part", metavar="K/N",
+                   help="predict only part K of N (1..N) of the input cases, sorted by case id, every N-th from K: "
+                        "N processes, GPUs or nodes (e.g. a SLURM array) can fill one output folder at once; each "
+                        "writes run_report_partKofN.json and the last to finish merges them into run_report.json")
     p.add_argument("--statistics", action="store_true", help="write statistics.json (volume in ml, mean HU per class)")
     p.add_argument("--preview", action="store_true", help="write <case>_preview.png (axial + coronal overlay)")
     add_common_arguments(p)
@@ -79,7 +83,7 @@ def _body(args: argparse.Namespace) -> int:
                       per_class=args.per_class, classes=classes, fast=args.fast, postprocess=args.postprocess,
                       num_workers=args.num_workers, overwrite=args.overwrite, bf16=args.bf16, fp32=args.fp32,
                       channels_last=args.channels_last, statistics=args.statistics, preview=args.preview,
-                      progress=not args.quiet, nnunet_model=args.nnunet_model)
+                      progress=not args.quiet, nnunet_model=args.nnunet_model, part=args.part)
     done = len(summary.cases)
     print(f"suprem_predict: {done} case(s) predicted, {len(summary.skipped)} already done, "
           f"{len(summary.failures)} failed; report: {summary.report_path}", file=sys.stderr)

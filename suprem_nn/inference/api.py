@@ -29,6 +29,7 @@ from ..errors import SupremError
 from ..io.image_io import image_ending, read_image
 from ..utils.atomic import remove_stale_temporaries
 from .cases import Case, find_cases
+from .parts import merge_part_files, parse_part, part_suffix, select_part
 from .precision import choose_precision
 from .predictor import Predictor
 
@@ -54,7 +55,7 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
             fast: bool = False, postprocess: Optional[str] = None, num_workers: int = 1, overwrite: bool = False,
             bf16: bool = False, fp32: bool = False, channels_last: Optional[bool] = None,
             windows_per_batch: Optional[int] = None, statistics: bool = False, preview: bool = False,
-            progress: bool = True, nnunet_model=None) -> RunSummary:
+            progress: bool = True, nnunet_model=None, part=None) -> RunSummary:
     """Predict every case of ``input`` (file, image folder, DICOM folder or AbdomenAtlas folder) into ``output``.
 
     Model source, exactly one of: ``model_folder`` (plans.json + fold_k/), ``dataset`` (+ ``plan``; resolved
@@ -66,7 +67,8 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
     nnU-Net's default 0-4; see documentation/nnunet_models.md). Precision: bfloat16 autocast on CUDA and on CPUs
     with native bfloat16, float32 elsewhere (nnU-Net models: float32 on every CPU, to reproduce nnU-Net);
     ``bf16`` / ``fp32`` force one (:mod:`suprem_nn.inference.precision`); ``channels_last`` None picks the
-    measured faster memory layout. Returns a :class:`RunSummary`; see the module docstring for resuming.
+    measured faster memory layout. ``part`` ``"K/N"`` or ``(K, N)`` predicts only the K-th of N shares of the
+    cases (:mod:`suprem_nn.inference.parts`). Returns a :class:`RunSummary`; see the module docstring for resuming.
     """
     from .models import load_model_folder, load_suprem_released, resolve_dataset_model, suprem_direct_defaults
 
@@ -76,10 +78,11 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
     if sources != 1:
         raise SupremError("give exactly one model source: -m MODEL_FOLDER, -d DATASET, --suprem BACKBONE, "
                           "--checkpoint SUPREM_FILE or --nnunet-model RESULTS_FOLDER")
+    part = part if part is None or isinstance(part, tuple) else parse_part(part)
     if nnunet_model is not None:
         return _predict_nnunet(input, output, nnunet_model, folds, checkpoint_name, device, step_size, disable_tta,
                                save_probabilities, per_class, classes, fast, postprocess, num_workers, overwrite,
-                               bf16, fp32, channels_last, windows_per_batch, statistics, preview, progress)
+                               bf16, fp32, channels_last, windows_per_batch, statistics, preview, progress, part)
     if dataset is not None and plan is None:  # -d without -p: the configuration cross-validation chose, if any
         from .chosen import predict_with_instructions
         from .instructions import find_instructions
@@ -89,7 +92,7 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
             return predict_with_instructions(
                 input, output, instructions, folds=folds, per_class=per_class, save_probabilities=save_probabilities,
                 overwrite=overwrite, progress=progress, unsupported={"--classes": classes, "--fast": fast,
-                "--postprocess": postprocess, "--statistics": statistics, "--preview": preview},
+                "--postprocess": postprocess, "--statistics": statistics, "--preview": preview, "--part": part},
                 checkpoint_name=checkpoint_name, device=device, step_size=step_size, disable_tta=disable_tta,
                 num_workers=num_workers, bf16=bf16, fp32=fp32, channels_last=channels_last,
                 windows_per_batch=windows_per_batch)
@@ -120,14 +123,14 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
     load_seconds = time.perf_counter() - t_load
     return run_prediction(predictor, input, output, per_class=per_class, save_probabilities=save_probabilities,
                           num_workers=num_workers, overwrite=overwrite, statistics=statistics, preview=preview,
-                          progress=progress, extra_report={"model_load_seconds": round(load_seconds, 3),
+                          progress=progress, part=part, extra_report={"model_load_seconds": round(load_seconds, 3),
                                                            "fast": fast, "source": _source_text(
                                                                model_folder, dataset, plan, suprem, checkpoint)})
 
 
 def _predict_nnunet(input, output, folder, folds, checkpoint_name, device, step_size, disable_tta,
                     save_probabilities, per_class, classes, fast, postprocess, num_workers, overwrite, bf16, fp32,
-                    channels_last, windows_per_batch, statistics, preview, progress) -> RunSummary:
+                    channels_last, windows_per_batch, statistics, preview, progress, part=None) -> RunSummary:
     """``predict`` for an nnU-Net v2 model folder (see :mod:`suprem_nn.inference.nnunet`)."""
     from .nnunet_model import NnunetPredictor, load_nnunet_model
 
@@ -148,21 +151,23 @@ def _predict_nnunet(input, output, folder, folds, checkpoint_name, device, step_
                                 keep_probabilities=save_probabilities, progress=progress)
     return run_prediction(predictor, input, output, per_class=per_class, save_probabilities=save_probabilities,
                           num_workers=num_workers, overwrite=overwrite, statistics=statistics, preview=preview,
-                          progress=progress, extra_report={"model_load_seconds": round(time.perf_counter() - t_load, 3),
+                          progress=progress, part=part,
+                          extra_report={"model_load_seconds": round(time.perf_counter() - t_load, 3),
                                                            "source": f"nnU-Net model folder {folder} folds "
                                                                      f"{','.join(model.folds)}"})
 
 
 def run_prediction(predictor: Predictor, input, output, per_class: bool = False, save_probabilities: bool = False,
                    num_workers: int = 1, overwrite: bool = False, statistics: bool = False, preview: bool = False,
-                   progress: bool = True, extra_report: Optional[dict] = None) -> RunSummary:
-    """Run ``predictor`` over the cases of ``input``; see :func:`predict`."""
+                   progress: bool = True, extra_report: Optional[dict] = None,
+                   part: Optional[tuple[int, int]] = None) -> RunSummary:
+    """Run ``predictor`` over the cases of ``input`` (only part K of N with ``part=(K, N)``); see :func:`predict`."""
     from tqdm import tqdm
 
     from .writers import case_statistics, write_case, write_json
 
     t_start = time.perf_counter()
-    cases = find_cases(input, output)
+    cases = select_part(find_cases(input, output), part)
     report_dir = Path(output).parent if image_ending(output) else Path(output)
     summary = RunSummary()
     todo = []
@@ -267,13 +272,17 @@ def run_prediction(predictor: Predictor, input, output, per_class: bool = False,
 
     report_dir.mkdir(parents=True, exist_ok=True)
     if statistics:
-        stats_path = report_dir / "statistics.json"
+        stats_path = report_dir / f"statistics{part_suffix(part)}.json"
         old = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
         old.update(stats)
         write_json(stats_path, old)
     report = _run_report(predictor, per_case, summary, time.perf_counter() - t_start, extra_report or {})
-    summary.report_path = report_dir / "run_report.json"
-    write_json(summary.report_path, report)
+    summary.report_path = report_dir / f"run_report{part_suffix(part)}.json"
+    write_json(summary.report_path, {**report, "part": None if part is None else f"{part[0]}/{part[1]}"})
+    if part is not None:  # the last part to finish merges every part's report into run_report.json
+        merged = merge_part_files(report_dir, part)
+        if merged is not None:
+            log.info("all %d parts finished; merged report: %s", part[1], merged)
     return summary
 
 
