@@ -11,6 +11,7 @@ from ..io.image_io import write_image
 from ..utils.atomic import atomic_write_bytes, atomic_write_json
 from .cases import Case
 from .predictor import PredictionResult
+from .preview import write_preview_png
 from .probabilities import write_probabilities
 
 
@@ -57,33 +58,10 @@ def case_statistics(result: PredictionResult, image: np.ndarray) -> dict:
 
 
 def write_preview(result: PredictionResult, image: np.ndarray, path: Path) -> None:
-    """Axial and coronal slices through the predicted foreground with the labels overlaid (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io.geometry import apply_reorientation, plan_reorientation
-
-    reo = plan_reorientation(result.geometry, "RAS")  # display in radiological convention regardless of file
-    image = apply_reorientation(np.asarray(image, dtype=np.float32), reo)
-    labels = apply_reorientation(result.label_map, reo)
-    fg = np.argwhere(labels > 0)
-    centre = fg.mean(0).astype(int) if len(fg) else np.array(labels.shape) // 2
-    sp = np.asarray(result.geometry.spacing)[list(reo.permutation)]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-    views = [("axial", image[:, :, centre[2]].T, labels[:, :, centre[2]].T, sp[1] / sp[0]),
-             ("coronal", image[:, centre[1], :].T, labels[:, centre[1], :].T, sp[2] / sp[0])]
-    for ax, (title, img, lab, aspect) in zip(axes, views):
-        ax.imshow(np.clip(img, -175, 250), cmap="gray", origin="lower", aspect=aspect)
-        ax.imshow(np.ma.masked_equal(lab, 0), cmap="tab20", alpha=0.5, origin="lower", aspect=aspect,
-                  interpolation="nearest", vmin=0, vmax=max(1, int(labels.max())))
-        ax.set_title(f"{result.case_id} {title}")
-        ax.axis("off")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    """``<case>_preview.png``: the radiological-convention preview of :mod:`suprem_nn.inference.preview`
+    (orientation letters, legend of the classes shown, slices chosen by the prediction), written atomically."""
+    write_preview_png(path, image, result.geometry, label_map=result.label_map, class_names=result.class_names,
+                      class_values=result.class_values, masks=result.masks, title=result.case_id)
 
 
 def write_json(path: Path, obj) -> None:
