@@ -16,20 +16,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="suprem_evaluate",
         description="Compare predicted segmentations with reference segmentations (Dice, IoU, normalised surface "
-                    f"Dice). Writes {SUMMARY_FILE} and {CSV_FILE} (one row per case and class).")
+                    "Dice at a tolerance in mm and at one voxel). Classes are matched by name using each side's "
+                    f"label file. Writes {SUMMARY_FILE} and {CSV_FILE} (one row per case and class).")
     p.add_argument("-ref", "--reference", required=True, metavar="LABELS",
-                   help="folder of reference segmentations: <case>.nii.gz label maps, or AbdomenAtlas "
-                        "<case>/segmentations/<class>.nii.gz or <case>/combined_labels.nii.gz")
+                   help="reference segmentations: a folder of <case>.nii.gz label maps, AbdomenAtlas "
+                        "<case>/segmentations/<class>.nii.gz or <case>/combined_labels.nii.gz; or one case folder; "
+                        "or one file (ref.nii.gz)")
     p.add_argument("-pred", "--prediction", required=True, metavar="PREDICTIONS",
-                   help="folder of predicted segmentations, same layouts; cases are matched by name")
+                   help="predicted segmentations, same forms; cases are matched by name (two single files are "
+                        "paired whatever their names)")
     p.add_argument("-l", "--labels", default=None,
-                   help="classes: 'liver=1,spleen=2' (name=1+2 for a region), or a dataset.json or plans.json path. "
-                        "Default: dataset.json in or next to the reference folder, else AbdomenAtlas mask names, "
-                        "else every label value found")
+                   help="classes of BOTH sides: 'liver=1,spleen=2' (name=1+2 for a region), or a dataset.json, "
+                        "plans.json or run_report.json path. A label file found beside a side that contradicts it "
+                        "is an error. Default: each side's own label file (run_report.json, plans.json, "
+                        "dataset.json in or above its folder), classes matched by name")
+    p.add_argument("--ref-labels", default=None, metavar="LABELS",
+                   help="the reference's classes (same forms as -l), when it numbers them differently from the "
+                        "prediction; overrides a label file found beside the reference (with a warning if they "
+                        "disagree)")
+    p.add_argument("--pred-labels", default=None, metavar="LABELS",
+                   help="the prediction's classes (same forms as -l); classes are matched by name with the "
+                        "reference's")
     p.add_argument("--nsd-tolerance-mm", type=float, default=1.0, metavar="MM",
-                   help="surface distance tolerance of the normalised surface Dice, in mm (default: 1)")
+                   help="surface distance tolerance of the normalised surface Dice, in mm (default: 1). NSD at one "
+                        "voxel of the coarsest axis (nsd_1voxel) is reported as well: at 1 mm on 2.5 mm slices a "
+                        "boundary one slice off counts as wrong")
     p.add_argument("-o", "--output-dir", default=None,
-                   help=f"where {SUMMARY_FILE} and {CSV_FILE} go (default: the prediction folder)")
+                   help=f"where {SUMMARY_FILE} and {CSV_FILE} go (default: the prediction folder; for one prediction "
+                        f"file or case folder, <name>_{SUMMARY_FILE} and <name>_{CSV_FILE} beside it)")
     p.add_argument("-np", "--num-processes", type=int, default=1, metavar="N",
                    help="cases evaluated in parallel (default: 1)")
     add_common_arguments(p)
@@ -38,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     summary = evaluate(args.reference, args.prediction, labels=args.labels, nsd_tolerance_mm=args.nsd_tolerance_mm,
-                       output_dir=args.output_dir, num_processes=args.num_processes)
+                       output_dir=args.output_dir, num_processes=args.num_processes, ref_labels=args.ref_labels,
+                       pred_labels=args.pred_labels)
     print(format_table(summary))
     # cases missing on either side were already reported by the library's warning log lines
     print(f"{summary['num_cases']} case(s) evaluated; wrote {summary['files']['summary']} and {summary['files']['csv']}")

@@ -1,15 +1,10 @@
-"""Evaluate a folder of predicted segmentations against a folder of reference segmentations.
+"""Evaluate predicted segmentations against reference segmentations: folders, case folders or single files.
 
-Accepted layouts (on either side, mixed freely; cases are matched by case id):
-
-* ``FOLDER/<case>.nii.gz`` (any ending of :data:`suprem_nn.io.image_io.IMAGE_ENDINGS`): one integer label map
-  per case (nnU-Net ``labelsTr`` / prediction folders). The case id is the file name without its ending.
-* ``FOLDER/<case>/segmentations/<class name>.nii.gz``: AbdomenAtlas / SuPreM layout, one binary mask per class
-  (masks may overlap). The case id is the folder name; classes are matched by name.
-* ``FOLDER/<case>/combined_labels.nii.gz``: an AbdomenAtlas label map, used when ``segmentations/`` is absent.
-
-Files that are not images (``summary.json``, ``*.npz``, ``plans.json``...) and hidden or ``.tmp-*`` files are
-ignored. Metrics and the empty-mask convention are those of :mod:`suprem_nn.evaluation.metrics`.
+What each side may be: :mod:`suprem_nn.evaluation.cases` (``<case>.nii.gz`` label maps, AbdomenAtlas
+``<case>/segmentations/<class>.nii.gz`` or ``<case>/combined_labels.nii.gz``, one case folder, one file).
+Which classes are compared, matched by NAME between the two sides' label files:
+:mod:`suprem_nn.evaluation.label_names`. Metrics and the empty-mask convention:
+:mod:`suprem_nn.evaluation.metrics`; the summary: :mod:`suprem_nn.evaluation.summary`.
 """
 from __future__ import annotations
 
@@ -19,111 +14,89 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
 import numpy as np
 
-from .. import __version__
 from ..errors import SupremError
 from ..io.geometry import Geometry
-from ..io.image_io import image_ending, read_image, strip_ending
+from ..io.image_io import read_image, strip_ending
 from ..utils.atomic import atomic_write_json, atomic_write_text
 from . import metrics
+from .cases import CaseSource, discover_cases, find_side, pair_sides  # noqa: F401 (re-exported for callers)
+from .label_names import data_checks, match_classes
 from .report import CSV_COLUMNS, csv_text, format_table, json_safe  # noqa: F401 (re-exported for callers)
 from .labels import labels_from_json, parse_label_spec, validate_labels  # noqa: F401 (re-exported)
+from .summary import EMPTY_CONVENTION, SUMMARY_FORMAT_VERSION, build_summary  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
 CSV_FILE = "metrics.csv"
-SUMMARY_FORMAT_VERSION = 1
-EMPTY_CONVENTION = ("reference and prediction both empty -> NaN (null in summary.json, empty in the CSV), "
-                    "excluded from means and counted in n_excluded_both_empty; exactly one of them empty -> 0")
 
 LabelSpec = Union[str, os.PathLike, Mapping[str, Union[int, list]], None]
-
-
-@dataclass(frozen=True)
-class CaseSource:
-    """Where one case's segmentation lives: a label map file, or one mask file per class name."""
-
-    case_id: str
-    label_map: Optional[Path] = None
-    masks: dict = field(default_factory=dict)   # class name -> Path (AbdomenAtlas segmentations/)
-    folder: Optional[Path] = None               # the case folder for the AbdomenAtlas layouts
-
-    @property
-    def display(self) -> str:
-        return str(self.label_map) if self.label_map is not None else str(self.folder / "segmentations")
+PathLike = Union[str, os.PathLike]
 
 
 # ----------------------------------------------------------------------------------------------- public API
 
-def evaluate(reference_dir: Union[str, os.PathLike], prediction_dir: Union[str, os.PathLike],
-             labels: LabelSpec = None, nsd_tolerance_mm: float = 1.0, output_dir: Union[str, os.PathLike, None] = None,
-             num_processes: int = 1) -> dict:
-    """What ``suprem_evaluate`` runs: resolve ``labels`` (a spec string, a JSON path or a dict), then
-    :func:`evaluate_folder`. Returns the summary dict that was written to ``summary.json``.
+def evaluate(reference: PathLike, prediction: PathLike, labels: LabelSpec = None, nsd_tolerance_mm: float = 1.0,
+             output_dir: Optional[PathLike] = None, num_processes: int = 1, ref_labels: LabelSpec = None,
+             pred_labels: LabelSpec = None) -> dict:
+    """What ``suprem_evaluate`` runs; see :func:`evaluate_folder`. Returns the summary written to ``summary.json``.
 
-    ``labels`` as a string: ``"liver=1,spleen=2"`` (``"1,2"`` names classes by their value), or the path of
-    a ``dataset.json`` (``labels`` name -> value, nnU-Net v2; value -> name also accepted) or a ``plans.json``
-    (``class_names`` with ``label_values``).
+    A label spec (``labels``, ``ref_labels``, ``pred_labels``) is ``"liver=1,spleen=2"`` (``"1,2"`` names
+    classes by their value), the path of a ``dataset.json`` (``labels`` name -> value, nnU-Net v2; value -> name
+    also accepted), ``plans.json`` (``class_names`` with ``label_values``) or ``run_report.json``, or a dict.
     """
-    if labels is None or isinstance(labels, Mapping):
-        classes, source = labels, "argument"
-    else:
-        classes, source = parse_label_spec(labels)
-    return evaluate_folder(reference_dir, prediction_dir, classes, nsd_tolerance_mm=nsd_tolerance_mm,
-                           num_processes=num_processes, output_dir=output_dir, _label_source=source)
+    return evaluate_folder(reference, prediction, labels, nsd_tolerance_mm=nsd_tolerance_mm,
+                           num_processes=num_processes, output_dir=output_dir, ref_labels=ref_labels,
+                           pred_labels=pred_labels)
 
 
-def evaluate_folder(reference_dir: Union[str, os.PathLike], prediction_dir: Union[str, os.PathLike],
-                    labels: Optional[Mapping[str, Union[int, list]]] = None, nsd_tolerance_mm: float = 1.0,
-                    num_processes: int = 1, output_dir: Union[str, os.PathLike, None] = None,
-                    _label_source: str = "argument") -> dict:
-    """Evaluate every case present in both folders; write ``summary.json`` and ``metrics.csv``.
+def evaluate_folder(reference_dir: PathLike, prediction_dir: PathLike, labels: LabelSpec = None,
+                    nsd_tolerance_mm: float = 1.0, num_processes: int = 1, output_dir: Optional[PathLike] = None,
+                    ref_labels: LabelSpec = None, pred_labels: LabelSpec = None) -> dict:
+    """Evaluate every case present on both sides; write ``summary.json`` and ``metrics.csv``.
 
-    ``labels`` maps class name -> label value (or a list of values: a region). Without it, the labels of a
-    ``dataset.json`` in or next to ``reference_dir`` are used, else the mask names of AbdomenAtlas folders,
-    else every non-zero value found in the label maps (named by the value). Cases found on one side only are
-    listed in the summary (``missing_predictions`` / ``missing_references``) and skipped; no common case is
-    an error. A case whose files are bad (unreadable, other grid, non-integer labels) is listed under
-    ``failed_cases`` (case -> message) and the others are still evaluated; when every case fails, the (first)
-    failure is raised. Outputs go to ``output_dir`` (default: ``prediction_dir``). Returns the summary dict.
+    ``reference_dir`` / ``prediction_dir``: folders of cases, single case folders or single files
+    (:mod:`~suprem_nn.evaluation.cases`). ``labels`` (both sides), ``ref_labels``, ``pred_labels``: label specs
+    (see :func:`evaluate`); without them each side's label names are read from the label files near it and
+    classes are matched by name (:mod:`~suprem_nn.evaluation.label_names`); with none anywhere, every non-zero
+    value found is evaluated under its number. NSD is reported at ``nsd_tolerance_mm`` (mm) and at one voxel of
+    each case's coarsest axis (``nsd_1voxel``). Cases found on one side only are listed in the summary
+    (``missing_predictions`` / ``missing_references``) and skipped; no common case is an error. A case whose
+    files are bad (unreadable, other grid, non-integer labels) is listed under ``failed_cases`` (case ->
+    message) and the others are still evaluated; when every case fails, the (first) failure is raised.
+
+    Outputs go to ``output_dir``; by default to the prediction folder, or for a single prediction (file or case
+    folder) beside it as ``<name>_summary.json`` / ``<name>_metrics.csv`` so a folder's summary is never
+    overwritten. Returns the summary dict (with ``files``: where it was written).
     """
     t0 = time.perf_counter()
-    reference_dir, prediction_dir = Path(reference_dir), Path(prediction_dir)
     tol = _check_tolerance(nsd_tolerance_mm)
     if int(num_processes) < 1:
         raise SupremError(f"number of processes must be >= 1, got {num_processes}")
-    refs = discover_cases(reference_dir, "reference")
-    preds = discover_cases(prediction_dir, "prediction")
+    ref_side, pred_side = find_side(reference_dir, "reference"), find_side(prediction_dir, "prediction")
+    refs, preds = pair_sides(ref_side, pred_side)
     common = sorted(set(refs) & set(preds))
     missing_pred = sorted(set(refs) - set(preds))
     missing_ref = sorted(set(preds) - set(refs))
     if not common:
-        raise SupremError(f"no case in common with the reference folder {reference_dir} "
+        raise SupremError(f"no case in common with the reference folder {ref_side.path} "
                           f"(reference cases: {_preview(sorted(refs))}; prediction cases: {_preview(sorted(preds))})",
-                          prediction_dir)
+                          pred_side.path)
     if missing_pred:
         log.warning("%d reference case(s) have no prediction and are skipped: %s", len(missing_pred),
                     _preview(missing_pred))
     if missing_ref:
         log.warning("%d prediction(s) have no reference case and are skipped: %s", len(missing_ref),
                     _preview(missing_ref))
+    match = match_classes(ref_side, pred_side, labels, ref_labels, pred_labels,
+                          _mask_names([refs[c] for c in common]), _mask_names([preds[c] for c in common]))
 
-    if labels is not None:
-        classes, label_source = validate_labels(labels, _label_source), _label_source
-    else:
-        classes, label_source = _default_labels(reference_dir, [refs[c] for c in common], [preds[c] for c in common])
-    uses_masks = any(refs[c].label_map is None or preds[c].label_map is None for c in common)
-    if uses_masks and classes is None:
-        raise SupremError("AbdomenAtlas mask folders are compared with label maps, so class names must be mapped "
-                          "to label values: pass -l name=value,... or a dataset.json", reference_dir)
-
-    jobs = [(refs[c], preds[c], classes, tol) for c in common]
+    jobs = [(refs[c], preds[c], match.classes, tol, match.pred_classes) for c in common]
     if int(num_processes) > 1 and len(jobs) > 1:
         # spawn: safe even when the caller (e.g. a trainer) has torch threads running.
         ctx = multiprocessing.get_context("spawn")
@@ -141,22 +114,31 @@ def evaluate_folder(reference_dir: Union[str, os.PathLike], prediction_dir: Unio
         raise SupremError(first if len(failed) == 1 else f"all {len(failed)} cases failed; the first: {first}")
     for message in failed.values():
         log.error("failed: %s", message)
-    summary = _summarise(results, classes, label_source, reference_dir, prediction_dir, tol, missing_pred,
-                         missing_ref, time.perf_counter() - t0)
-    summary["failed_cases"] = failed
-    out = Path(output_dir) if output_dir is not None else prediction_dir
-    atomic_write_json(out / SUMMARY_FILE, json_safe(summary))
-    atomic_write_text(out / CSV_FILE, csv_text(summary))
-    summary["files"] = {"summary": str(out / SUMMARY_FILE), "csv": str(out / CSV_FILE)}
+    summary = build_summary(results, match, ref_side.path, pred_side.path, tol, missing_pred, missing_ref,
+                            time.perf_counter() - t0)
+    checks = data_checks(summary, match)
+    for name in summary["mean"]:
+        summary["mean"][name]["absent_everywhere"] = name in checks["absent_classes"]
+    summary.update(absent_classes=checks["absent_classes"], undeclared_values=checks["undeclared_values"],
+                   warnings=match.warnings + checks["warnings"], failed_cases=failed)
+    summary_path, csv_path = _output_files(output_dir, pred_side)
+    atomic_write_json(summary_path, json_safe(summary))
+    atomic_write_text(csv_path, csv_text(summary))
+    summary["files"] = {"summary": str(summary_path), "csv": str(csv_path)}
     return summary
 
 
 def evaluate_case(reference: CaseSource, prediction: CaseSource, classes: Optional[Mapping[str, object]],
-                  nsd_tolerance_mm: float = 1.0) -> dict:
-    """Metrics of one case: ``{"case", "reference", "prediction", "spacing", "classes": {name: {...}}}``.
+                  nsd_tolerance_mm: float = 1.0, pred_classes: Optional[Mapping[str, object]] = None) -> dict:
+    """Metrics of one case: ``{"case", "reference", "prediction", "spacing", "shape", "nsd_1voxel_tolerance_mm",
+    "values_found", "classes": {name: {...}}}``.
 
-    Raises :class:`SupremError` naming both files when their grids differ, and naming the file for
-    unreadable or non-integer segmentations.
+    ``classes``: name -> label value in the reference (None: every value found, named by its number);
+    ``pred_classes``: the same names' values in the prediction when it numbers classes differently (default:
+    ``classes``); a side of AbdomenAtlas masks ignores values. ``spacing`` and ``shape`` are in the file's
+    (x, y, z) axis order, spacing in mm. ``values_found``: label values present in each label-map side.
+    Raises :class:`SupremError` naming both files when their grids differ, and naming the file for unreadable
+    or non-integer segmentations.
     """
     tol = _check_tolerance(nsd_tolerance_mm)
     missing: dict = {}
@@ -164,71 +146,36 @@ def evaluate_case(reference: CaseSource, prediction: CaseSource, classes: Option
         ref, ref_geo = _read_label_map(reference.label_map)
         pred, pred_geo = _read_label_map(prediction.label_map)
         _check_same_grid(ref_geo, reference.label_map, pred_geo, prediction.label_map)
+        confusion = metrics.label_map_counts(ref, pred)
+        found = {"reference": [int(v) for v in np.flatnonzero(confusion.sum(axis=1)) if v > 0],
+                 "prediction": [int(v) for v in np.flatnonzero(confusion.sum(axis=0)) if v > 0]}
         if classes is None:
-            classes = {str(v): v for v in metrics.present_labels(ref, pred)}
-        per_class = metrics.evaluate_label_maps(ref, pred, classes, ref_geo.spacing[::-1], tol)
+            classes = pred_classes = {str(v): v for v in sorted(set(found["reference"]) | set(found["prediction"]))}
+        voxel_tol = metrics.one_voxel_tolerance_mm(ref_geo.spacing)
+        per_class = metrics.evaluate_label_maps(ref, pred, classes, ref_geo.spacing[::-1], tol, pred_classes,
+                                                {"nsd_1voxel": voxel_tol}, confusion=confusion)
     else:
         if classes is None:
             raise SupremError("class names are needed to compare AbdomenAtlas mask folders; pass -l", reference.folder)
-        per_class, ref_geo, missing = _evaluate_with_masks(reference, prediction, classes, tol)
+        per_class, ref_geo, missing, found = _evaluate_with_masks(reference, prediction, classes,
+                                                                  pred_classes or classes, tol)
+        voxel_tol = metrics.one_voxel_tolerance_mm(ref_geo.spacing)
         if missing:
             for role, names in missing.items():
                 log.warning("case %s: no %s mask file for %s; counted as empty", reference.case_id, role,
                             _preview(names))
     voxel_ml = float(np.prod(ref_geo.spacing)) / 1000.0
     for name, r in per_class.items():
-        r["label"] = classes[name] if classes is not None else int(name)
+        r["label"] = classes[name]
+        r["prediction_label"] = (pred_classes or classes)[name]
         r["reference_ml"] = r["n_ref"] * voxel_ml
         r["prediction_ml"] = r["n_pred"] * voxel_ml
     result = {"case": reference.case_id, "reference": reference.display, "prediction": prediction.display,
-              "spacing": list(ref_geo.spacing), "shape": list(ref_geo.shape), "classes": per_class}
+              "spacing": list(ref_geo.spacing), "shape": list(ref_geo.shape), "nsd_1voxel_tolerance_mm": voxel_tol,
+              "values_found": found, "classes": per_class}
     if missing:
         result["missing_mask_files"] = missing
     return result
-
-
-def discover_cases(folder: Union[str, os.PathLike], role: str = "reference") -> dict[str, CaseSource]:
-    """Case id -> :class:`CaseSource` for every segmentation in ``folder`` (see the module docstring)."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise SupremError(f"{role} folder not found", folder)
-    if not folder.is_dir():
-        raise SupremError(f"{role} path is not a folder", folder)
-    found: dict[str, CaseSource] = {}
-
-    def add(src: CaseSource, where: Path) -> None:
-        if src.case_id in found:
-            raise SupremError(f"case '{src.case_id}' appears twice in the {role} folder "
-                              f"({found[src.case_id].display} and {where}); keep one", folder)
-        found[src.case_id] = src
-
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_file() and image_ending(entry):
-            add(CaseSource(strip_ending(entry), label_map=entry), entry)
-        elif entry.is_dir():
-            seg_dir = entry / "segmentations"
-            masks = {}
-            if seg_dir.is_dir():
-                for m in sorted(seg_dir.iterdir()):
-                    if m.is_file() and image_ending(m) and not m.name.startswith("."):
-                        name = strip_ending(m)
-                        if name in masks:
-                            raise SupremError(f"two mask files for class '{name}' ({masks[name].name} and {m.name})",
-                                              seg_dir)
-                        masks[name] = m
-            if masks:
-                add(CaseSource(entry.name, masks=masks, folder=entry), seg_dir)
-                continue
-            combined = [p for p in sorted(entry.iterdir()) if p.is_file() and strip_ending(p) == "combined_labels"
-                        and image_ending(p)]
-            if combined:
-                add(CaseSource(entry.name, label_map=combined[0], folder=entry), combined[0])
-    if not found:
-        raise SupremError(f"no {role} segmentations found (expected <case>.nii.gz files, <case>/segmentations/"
-                          "<class>.nii.gz or <case>/combined_labels.nii.gz)", folder)
-    return found
 
 
 # ----------------------------------------------------------------------------------------------- internals
@@ -277,30 +224,37 @@ class _Side:
         return ((lambda crop: arr[crop]) if box is not None else None), box
 
 
-def _evaluate_with_masks(reference: CaseSource, prediction: CaseSource, classes, tol) -> tuple[dict, Geometry, dict]:
-    """Per-class path (at least one side is an AbdomenAtlas mask folder): each class is cut out of its box."""
+def _evaluate_with_masks(reference: CaseSource, prediction: CaseSource, classes, pred_classes,
+                         tol) -> tuple[dict, Geometry, dict, dict]:
+    """Per-class path (at least one side is an AbdomenAtlas mask folder): each class is cut out of its box.
+
+    Returns ``(per-class results, geometry, missing mask files per side, label values found per label-map side)``.
+    """
     ref, pred = _Side(reference, "reference"), _Side(prediction, "prediction")
     per_class = {}
     for name, value in classes.items():
-        (ref_fn, ref_box), (pred_fn, pred_box) = ref.mask(name, value), pred.mask(name, value)
+        (ref_fn, ref_box), (pred_fn, pred_box) = ref.mask(name, value), pred.mask(name, pred_classes[name])
         if ref.geo is not None and pred.geo is not None:
             _check_same_grid(ref.geo, ref.geo_path, pred.geo, pred.geo_path)
         geo = ref.geo or pred.geo
         box = None if geo is None else metrics.union_box(ref_box, pred_box, geo.shape[::-1], pad=1)
         if box is None:
-            per_class[name] = metrics.class_result(metrics.ClassCounts(0, 0, 0), math.nan)
+            per_class[name] = metrics.class_result(metrics.ClassCounts(0, 0, 0), math.nan, {"nsd_1voxel": math.nan})
             continue
         shape = tuple(s.stop - s.start for s in box)
         r = ref_fn(box) if ref_fn is not None else np.zeros(shape, dtype=bool)
         p = pred_fn(box) if pred_fn is not None else np.zeros(shape, dtype=bool)
         counts = metrics.ClassCounts(int(np.count_nonzero(r & p)), int(np.count_nonzero(r)), int(np.count_nonzero(p)))
-        per_class[name] = metrics.class_result(counts, metrics.surface_dice_in_box(r, p, geo.spacing[::-1], tol))
+        nsd, nsd_voxel = metrics.surface_dices_in_box(r, p, geo.spacing[::-1],
+                                                      [tol, metrics.one_voxel_tolerance_mm(geo.spacing)])
+        per_class[name] = metrics.class_result(counts, nsd, {"nsd_1voxel": nsd_voxel})
     for side in (ref, pred):
         if side.map is None and len(side.missing) == len(classes):
             raise SupremError(f"no mask file for any class to evaluate ({_preview(list(classes))}); found "
                               f"{_preview(sorted(side.src.masks))}", side.src.folder / "segmentations")
     missing = {side.role: side.missing for side in (ref, pred) if side.missing}
-    return per_class, ref.geo or pred.geo, missing
+    found = {side.role: sorted(int(v) for v in side.boxes) for side in (ref, pred) if side.boxes is not None}
+    return per_class, ref.geo or pred.geo, missing, found
 
 
 # Arrays read here are returned with their axes REVERSED ([k, j, i]; the geometry stays as read): read_image
@@ -351,65 +305,21 @@ def _check_same_grid(ref_geo: Geometry, ref_path, pred_geo: Geometry, pred_path)
                       "to the reference image grid", pred_path)
 
 
-def _default_labels(reference_dir: Path, refs: list[CaseSource], preds: list[CaseSource]):
-    for candidate in (reference_dir / "dataset.json", reference_dir.parent / "dataset.json"):
-        if candidate.is_file():
-            return labels_from_json(candidate), str(candidate)
-    mask_names: list[str] = []
-    for src in refs + preds:
-        for name in src.masks:
-            if name not in mask_names:
-                mask_names.append(name)
-    if mask_names and all(s.label_map is None for s in refs + preds):
-        # both sides are mask folders: every class name of the reference side (then any extra of the predictions)
-        ref_names = [n for n in mask_names if any(n in s.masks for s in refs)]
-        return {n: i + 1 for i, n in enumerate(sorted(ref_names))}, "mask file names of the reference folders"
-    return None, "label values found in the data"
+def _mask_names(sources: list[CaseSource]) -> tuple:
+    """Class names of a side's AbdomenAtlas mask files (first seen first); () unless every case is a mask folder."""
+    if not sources or any(not s.masks for s in sources):
+        return ()
+    return tuple(dict.fromkeys(n for s in sources for n in s.masks))
 
 
-def _summarise(results, classes, label_source, reference_dir, prediction_dir, tol, missing_pred, missing_ref,
-               seconds) -> dict:
-    if classes is None:
-        values = sorted({int(v) for r in results for v in (c["label"] for c in r["classes"].values())})
-        names = [str(v) for v in values]
-        label_values = {str(v): v for v in values}
-        for r in results:   # classes absent from a case on both sides: both empty -> NaN
-            for n in names:
-                if n not in r["classes"]:
-                    res = metrics.class_result(metrics.ClassCounts(0, 0, 0), math.nan)
-                    res.update(label=int(n), reference_ml=0.0, prediction_ml=0.0)
-                    r["classes"][n] = res
-            r["classes"] = {n: r["classes"][n] for n in names}
-    else:
-        names, label_values = list(classes), dict(classes)
-    mean = {}
-    for n in names:
-        entry = {"label": label_values[n]}
-        for metric in ("dice", "iou", "nsd"):
-            m, used, skipped = metrics.nanmean_with_count(r["classes"][n][metric] for r in results)
-            entry[metric] = m
-        entry["n_cases"] = used
-        entry["n_excluded_both_empty"] = skipped
-        mean[n] = entry
-    fg = {}
-    for metric in ("dice", "iou", "nsd"):
-        fg[metric] = metrics.nanmean_with_count(mean[n][metric] for n in names)[0]
-    fg["n_classes"] = sum(1 for n in names if not math.isnan(mean[n]["dice"]))
-    return {
-        "tool": "suprem_nn", "version": __version__, "format_version": SUMMARY_FORMAT_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "settings": {"reference_dir": str(reference_dir), "prediction_dir": str(prediction_dir),
-                     "nsd_tolerance_mm": tol, "labels": label_values, "label_source": label_source,
-                     "empty_mask_convention": EMPTY_CONVENTION,
-                     "surface": "boundary voxels (mask minus its 6-connected erosion), Euclidean distances in mm"},
-        "num_cases": len(results),
-        "missing_predictions": missing_pred,
-        "missing_references": missing_ref,
-        "foreground_mean": fg,
-        "mean": mean,
-        "cases": {r["case"]: r for r in results},
-        "seconds": round(seconds, 3),
-    }
+def _output_files(output_dir: Optional[PathLike], pred_side) -> tuple[Path, Path]:
+    """Where summary.json and metrics.csv go (see :func:`evaluate_folder`)."""
+    if output_dir is not None:
+        return Path(output_dir) / SUMMARY_FILE, Path(output_dir) / CSV_FILE
+    if not pred_side.single:
+        return pred_side.path / SUMMARY_FILE, pred_side.path / CSV_FILE
+    stem = strip_ending(pred_side.path) if pred_side.path.is_file() else pred_side.path.name
+    return (pred_side.path.parent / f"{stem}_{SUMMARY_FILE}", pred_side.path.parent / f"{stem}_{CSV_FILE}")
 
 
 def _check_tolerance(tol) -> float:

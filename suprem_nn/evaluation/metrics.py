@@ -114,19 +114,42 @@ def surface_dice(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], to
 
 def surface_dice_in_box(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance_mm: float) -> float:
     """NSD of two masks already cropped to (a padded box around) their union; no further cropping."""
-    _check_tolerance(tolerance_mm)
+    return surface_dices_in_box(ref, pred, spacing, [tolerance_mm])[0]
+
+
+def surface_dices_in_box(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
+                         tolerances_mm: Sequence[float]) -> list[float]:
+    """NSD at each of several tolerances (mm) of two masks already cropped to a padded box around their union.
+
+    The surfaces are computed once and shared by every tolerance (NSD at 1 mm and at one voxel cost little
+    more than one of them).
+    """
+    for t in tolerances_mm:
+        _check_tolerance(t)
     spacing = _check_spacing(spacing, ref.ndim)
     has_ref, has_pred = bool(ref.any()), bool(pred.any())
     if not has_ref and not has_pred:
-        return math.nan
+        return [math.nan] * len(tolerances_mm)
     if not has_ref or not has_pred:
-        return 0.0
+        return [0.0] * len(tolerances_mm)
     if np.array_equal(ref, pred):
-        return 1.0
+        return [1.0] * len(tolerances_mm)
     s_ref, s_pred = surface(ref), surface(pred)
-    good = count_within_tolerance(s_ref, s_pred, spacing, tolerance_mm) + \
-        count_within_tolerance(s_pred, s_ref, spacing, tolerance_mm)
-    return float(good / (np.count_nonzero(s_ref) + np.count_nonzero(s_pred)))
+    n_surface = np.count_nonzero(s_ref) + np.count_nonzero(s_pred)
+    out = []
+    for t in tolerances_mm:
+        good = count_within_tolerance(s_ref, s_pred, spacing, t) + count_within_tolerance(s_pred, s_ref, spacing, t)
+        out.append(float(good / n_surface))
+    return out
+
+
+def one_voxel_tolerance_mm(spacing: Sequence[float]) -> float:
+    """The NSD tolerance of "one voxel": the voxel size of the coarsest axis, in mm (max of ``spacing``).
+
+    On 1.5 x 1.5 x 2.5 mm voxels a boundary one slice off is 2.5 mm away, so NSD at 1 mm counts it wrong while
+    Dice barely moves; at this tolerance a one-voxel disagreement along any axis is within tolerance.
+    """
+    return float(max(_check_spacing(spacing, len(tuple(spacing)))))
 
 
 def count_within_tolerance(src: np.ndarray, dst: np.ndarray, spacing: Sequence[float], tolerance_mm: float,
@@ -240,50 +263,66 @@ def present_labels(ref: np.ndarray, pred: np.ndarray) -> list[int]:
     return sorted(v for v in found if v > 0)
 
 
-def counts_for(confusion: np.ndarray, value: LabelValue) -> ClassCounts:
-    """Counts of one class from a joint histogram; ``value`` is a label value or a region (list of values)."""
-    values = _values(value)
+def counts_for(confusion: np.ndarray, value: LabelValue, pred_value: Optional[LabelValue] = None) -> ClassCounts:
+    """Counts of one class from a joint histogram; ``value`` is a label value or a region (list of values).
+
+    ``pred_value`` is the class's value in the prediction when the two maps number classes differently (e.g.
+    liver is 6 in a BTCV reference and 5 in a TotalSegmentator prediction); default: ``value``.
+    """
     k = confusion.shape[0]
-    idx = [v for v in values if 0 <= v < k]
-    if not idx:
-        return ClassCounts(0, 0, 0)
-    idx = np.asarray(idx)
-    return ClassCounts(int(confusion[np.ix_(idx, idx)].sum()), int(confusion[idx, :].sum()),
-                       int(confusion[:, idx].sum()))
+    ref_idx = [v for v in _values(value) if 0 <= v < k]
+    pred_idx = [v for v in _values(value if pred_value is None else pred_value) if 0 <= v < k]
+    tp = int(confusion[np.ix_(ref_idx, pred_idx)].sum()) if ref_idx and pred_idx else 0
+    n_ref = int(confusion[ref_idx, :].sum()) if ref_idx else 0
+    n_pred = int(confusion[:, pred_idx].sum()) if pred_idx else 0
+    return ClassCounts(tp, n_ref, n_pred)
 
 
 def evaluate_label_maps(ref: np.ndarray, pred: np.ndarray, classes: Mapping[str, LabelValue],
-                        spacing: Sequence[float], tolerance_mm: float = 1.0) -> dict[str, dict]:
+                        spacing: Sequence[float], tolerance_mm: float = 1.0,
+                        pred_classes: Optional[Mapping[str, LabelValue]] = None,
+                        extra_tolerances_mm: Optional[Mapping[str, float]] = None,
+                        confusion: Optional[np.ndarray] = None) -> dict[str, dict]:
     """Dice, IoU and NSD of every class of two integer label maps on the same grid.
 
-    ``classes`` maps a class name to its label value, or to a list of values for a region (the class is the
-    union of those values, as in nnU-Net's region-based dataset.json). Returns
-    ``{name: {"dice", "iou", "nsd", "tp", "n_ref", "n_pred"}}`` with the empty-mask convention of this module.
+    ``classes`` maps a class name to its label value in ``ref``, or to a list of values for a region (the class
+    is the union of those values, as in nnU-Net's region-based dataset.json). ``pred_classes`` gives the same
+    names' values in ``pred`` when the prediction numbers its classes differently (default: ``classes``).
+    ``extra_tolerances_mm`` ({result key: mm}) adds NSD at further tolerances, e.g. ``{"nsd_1voxel": 2.5}``.
+    ``confusion``: :func:`label_map_counts` of the pair when the caller already has it. Returns
+    ``{name: {"dice", "iou", "nsd", <extra keys>, "tp", "n_ref", "n_pred"}}`` with the empty-mask convention of
+    this module.
     """
     ref, pred = np.asarray(ref), np.asarray(pred)
-    _check_tolerance(tolerance_mm)
+    extra = dict(extra_tolerances_mm or {})
+    tolerances = [tolerance_mm, *extra.values()]
+    for t in tolerances:
+        _check_tolerance(t)
     spacing = _check_spacing(spacing, ref.ndim)
     if not ref.flags.c_contiguous and ref.T.flags.c_contiguous and pred.T.flags.c_contiguous:
         # read_image returns transposed (Fortran-ordered) views; every metric is unchanged when the axes and the
         # spacing are reversed together, and memory-order passes are several times faster.
         ref, pred, spacing = ref.T, pred.T, spacing[::-1]
-    confusion = label_map_counts(ref, pred)
+    if confusion is None:
+        confusion = label_map_counts(ref, pred)
     ref_boxes, pred_boxes = label_boxes(ref), label_boxes(pred)
     out = {}
     for name, value in classes.items():
-        values = _values(value)
-        c = counts_for(confusion, values)
+        ref_values = _values(value)
+        pred_values = _values(pred_classes[name]) if pred_classes is not None else ref_values
+        c = counts_for(confusion, ref_values, pred_values)
         if c.n_ref == 0 or c.n_pred == 0:
-            nsd = math.nan if c.n_ref == c.n_pred == 0 else 0.0
+            nsds = [math.nan if c.n_ref == c.n_pred == 0 else 0.0] * len(tolerances)
         else:
             box = None
-            for v in values:
+            for v in ref_values:
                 box = union_box(box, ref_boxes.get(v), ref.shape, pad=0)
+            for v in pred_values:
                 box = union_box(box, pred_boxes.get(v), ref.shape, pad=0)
             box = union_box(box, None, ref.shape, pad=1)
-            r, p = _class_mask(ref[box], values), _class_mask(pred[box], values)
-            nsd = surface_dice_in_box(r, p, spacing, tolerance_mm)
-        out[name] = class_result(c, nsd)
+            r, p = _class_mask(ref[box], ref_values), _class_mask(pred[box], pred_values)
+            nsds = surface_dices_in_box(r, p, spacing, tolerances)
+        out[name] = class_result(c, nsds[0], dict(zip(extra, nsds[1:])))
     return out
 
 
@@ -306,8 +345,12 @@ def evaluate_masks(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], 
     return class_result(c, surface_dice_in_box(r, p, spacing, tolerance_mm))
 
 
-def class_result(c: ClassCounts, nsd: float) -> dict:
-    return {"dice": c.dice, "iou": c.iou, "nsd": float(nsd), "tp": c.tp, "n_ref": c.n_ref, "n_pred": c.n_pred}
+def class_result(c: ClassCounts, nsd: float, extra_nsd: Optional[Mapping[str, float]] = None) -> dict:
+    """One class's result dict; ``extra_nsd`` ({key: NSD}) holds NSD at further tolerances."""
+    out = {"dice": c.dice, "iou": c.iou, "nsd": float(nsd)}
+    out.update({k: float(v) for k, v in (extra_nsd or {}).items()})
+    out.update(tp=c.tp, n_ref=c.n_ref, n_pred=c.n_pred)
+    return out
 
 
 def nanmean_with_count(values: Iterable[float]) -> tuple[float, int, int]:

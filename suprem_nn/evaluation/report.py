@@ -7,39 +7,60 @@ import math
 
 import numpy as np
 
-CSV_COLUMNS = ["case", "class", "label", "dice", "iou", "nsd", "tp_voxels", "reference_voxels",
-               "prediction_voxels", "reference_ml", "prediction_ml"]
+CSV_COLUMNS = ["case", "class", "label", "prediction_label", "dice", "iou", "nsd", "nsd_1voxel", "tp_voxels",
+               "reference_voxels", "prediction_voxels", "reference_ml", "prediction_ml"]
 
 
 def format_table(summary: dict) -> str:
-    """Readable table of per-class mean Dice / NSD / IoU and the foreground mean."""
-    tol = summary["settings"]["nsd_tolerance_mm"]
-    rows = [("class", "cases", "Dice", f"NSD@{tol:g}mm", "IoU", "both empty")]
+    """Readable table of per-class mean Dice / NSD (at the tolerance and at one voxel) / IoU and the foreground
+    mean, then a line on what the NSD tolerance means on these voxels and one per flagged class."""
+    settings = summary["settings"]
+    tol = settings["nsd_tolerance_mm"]
+    voxel = settings.get("nsd_1voxel_tolerance_mm") or []
+    voxel_head = "NSD@1vox" + (f"({voxel[0]:g}mm)" if len(voxel) == 1 else "")
+    rows = [("class", "cases", "Dice", f"NSD@{tol:g}mm", voxel_head, "IoU", "both empty")]
+    flags = [""]
     for name, m in summary["mean"].items():
-        rows.append((name, str(m["n_cases"]), _fmt(m["dice"]), _fmt(m["nsd"]), _fmt(m["iou"]),
-                     str(m["n_excluded_both_empty"])))
+        rows.append((name, str(m["n_cases"]), _fmt(m["dice"]), _fmt(m["nsd"]), _fmt(m.get("nsd_1voxel")),
+                     _fmt(m["iou"]), str(m["n_excluded_both_empty"])))
+        flags.append("  <- absent everywhere" if m.get("absent_everywhere") else "")
     fg = summary["foreground_mean"]
-    rows.append(("foreground mean", str(summary["num_cases"]), _fmt(fg["dice"]), _fmt(fg["nsd"]), _fmt(fg["iou"]), ""))
+    rows.append(("foreground mean", str(summary["num_cases"]), _fmt(fg["dice"]), _fmt(fg["nsd"]),
+                 _fmt(fg.get("nsd_1voxel")), _fmt(fg["iou"]), ""))
+    flags.append("")
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, r in enumerate(rows):
-        lines.append("  ".join(r[0].ljust(widths[0]) if i == 0 else r[i].rjust(widths[i]) for i in range(len(r))))
+        lines.append("  ".join(r[0].ljust(widths[0]) if i == 0 else r[i].rjust(widths[i]) for i in range(len(r)))
+                     + flags[n])
         if n == 0 or n == len(rows) - 2:
             lines.append("-" * len(lines[0]))
+    if settings.get("nsd_note"):
+        lines.append(settings["nsd_note"])
+    if summary.get("absent_classes"):
+        lines.append(f"{len(summary['absent_classes'])} class(es) have no voxel in any case, reference or prediction "
+                     f"(absent everywhere): {', '.join(summary['absent_classes'])}; check their label values")
     return "\n".join(lines)
 
 
 def csv_text(summary: dict) -> str:
+    """metrics.csv: one row per case and class (:data:`CSV_COLUMNS`); NaN is an empty field."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for case, r in summary["cases"].items():
         for name, c in r["classes"].items():
-            label = c["label"]
-            w.writerow([case, name, "+".join(map(str, label)) if isinstance(label, list) else label,
-                        _csv_num(c["dice"]), _csv_num(c["iou"]), _csv_num(c["nsd"]), c["tp"], c["n_ref"], c["n_pred"],
-                        f"{c['reference_ml']:.6g}", f"{c['prediction_ml']:.6g}"])
+            w.writerow([case, name, _label(c["label"]), _label(c.get("prediction_label")),
+                        _csv_num(c["dice"]), _csv_num(c["iou"]), _csv_num(c["nsd"]), _csv_num(c["nsd_1voxel"]),
+                        c["tp"], c["n_ref"], c["n_pred"], f"{c['reference_ml']:.6g}", f"{c['prediction_ml']:.6g}"])
     return buf.getvalue()
+
+
+def _label(value) -> str:
+    """A label value for the CSV: ``6``, a region ``2+3``, or empty for an AbdomenAtlas mask (no value)."""
+    if value is None:
+        return ""
+    return "+".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def json_safe(obj):

@@ -302,6 +302,8 @@ def _run_report(predictor: Predictor, per_case: dict, summary: RunSummary, total
                      "numpy": np.__version__, "SimpleITK": SimpleITK.Version_VersionString(),
                      "scipy": scipy.__version__},
         "plan": predictor.plan.plan_name, "dataset": predictor.plan.dataset_name, "network": predictor.plan.network,
+        # class name -> value of the written label maps: suprem_evaluate matches classes by these names
+        "labels": dict(zip(predictor.plan.class_names, (int(v) for v in predictor.plan.label_values))),
         "device": str(predictor.device), "torch_threads": torch.get_num_threads(),
         "settings": {"step_size": predictor.step_size, "mirror_axes": list(predictor.mirror_axes),
                      "folds": len(predictor.networks), "windows_per_batch": predictor.windows_per_batch,

@@ -74,6 +74,8 @@ def predict_with_instructions(input, output, instructions: InferenceInstructions
     summary.report_path = report_dir / "run_report.json"
     atomic_write_json(summary.report_path, {
         "source": f"inference instructions {instructions.path}", "configuration": instructions.describe(),
+        # class name -> value of the written label maps: suprem_evaluate matches classes by these names
+        "labels": dict(zip(instructions.class_names, (int(v) for v in instructions.label_values))),
         "members": [{"plan": m.plan, "folds": list(folds) if folds else m.folds,
                      "run_report": member_reports.get(m.plan)} for m in instructions.members],
         "largest_component": instructions.largest_component, "cases_predicted": summary.cases,

@@ -47,7 +47,7 @@ def test_cli_writes_summary_and_prints_table(real_ct, tmp_path):
     assert 0 < spleen["dice"] < 0.9 and data["mean"]["liver"]["dice"] == 1.0
     assert data["settings"]["nsd_tolerance_mm"] == 3.0
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["class", "cases", "Dice", "NSD@3mm", "IoU", "both", "empty"]
+    assert lines[0].split() == ["class", "cases", "Dice", "NSD@3mm", "NSD@1vox(3mm)", "IoU", "both", "empty"]
     spleen_line = next(ln for ln in lines if ln.startswith("spleen "))
     assert spleen_line.split()[2] == f"{spleen['dice']:.4f}" and spleen_line.split()[3] == f"{spleen['nsd']:.4f}"
     assert next(ln for ln in lines if ln.startswith("esophagus")).split()[1:4] == ["0", "n/a", "n/a"]

@@ -106,8 +106,9 @@ def test_summary_json_and_csv_contents(real_ct, tmp_path):
     assert data["tool"] == "suprem_nn" and data["version"] and data["num_cases"] == 2
     assert data["settings"]["nsd_tolerance_mm"] == 2.0
     assert data["settings"]["labels"] == {"spleen": 1, "liver": 6, "kidney_left": 3}
-    assert data["mean"]["spleen"] == {"label": 1, "dice": 0.0, "iou": 0.0, "nsd": 0.0, "n_cases": 2,
-                                      "n_excluded_both_empty": 0}
+    assert data["mean"]["spleen"] == {"label": 1, "prediction_label": 1, "dice": 0.0, "iou": 0.0, "nsd": 0.0,
+                                      "nsd_1voxel": 0.0, "n_cases": 2, "n_excluded_both_empty": 0,
+                                      "absent_everywhere": False}
     assert data["mean"]["liver"]["dice"] == 1.0
     # kidneys are not in the contrast-enhanced slab: one case is both-empty, stored as null and excluded
     kl = data["cases"]["ts_upper_abdomen_ce_dicom"]["classes"]["kidney_left"]
