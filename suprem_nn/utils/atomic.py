@@ -3,6 +3,11 @@
 A reader never sees a half-written file: either the old content or the new one.
 A crash (even SIGKILL) leaves at most a ``.tmp-*`` file behind, which
 :func:`remove_stale_temporaries` cleans up on the next run.
+
+Several processes may write into one folder at once (prediction parts, a second run started by mistake), so a
+temporary file carries its owner, ``.tmp-<name>.@<pid>@<host>@<random><suffix>``, and the sweep removes only
+the leftovers whose owner is gone: same host and the pid no longer running, or older than
+:data:`STALE_SECONDS` (another host's, or one from before owners were recorded).
 """
 from __future__ import annotations
 
@@ -10,11 +15,28 @@ import contextlib
 import errno
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 TMP_PREFIX = ".tmp-"
+# A temporary file this old is a leftover whoever made it: no single write of ours takes a day, and a pid that is
+# alive after that long may well be a recycled one.
+STALE_SECONDS = 24 * 3600
+_OWNER = re.compile(r"\.@(\d+)@([^@/]*)@")
+
+
+def _host() -> str:
+    """This machine's name as it goes into temporary file names ('@' and '/' cannot appear in it)."""
+    return re.sub(r"[@/]", "_", socket.gethostname()) or "unknown"
+
+
+def owner_tag() -> str:
+    """``@<pid>@<host>@``: the owner part of this process's temporary file names."""
+    return f"@{os.getpid()}@{_host()}@"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -29,7 +51,8 @@ def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + final.name + ".", suffix=suffix, dir=final.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{final.name}.{owner_tag()}", suffix=suffix,
+                                   dir=final.parent)
     except OSError as exc:  # read-only or full disk: name the file the user asked for, not the temporary one
         raise _naming_error(exc, final) from exc
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the permissions a plain open() would
@@ -92,17 +115,46 @@ def atomic_write_with(final: str | os.PathLike, writer: Callable[[Path], None], 
         writer(tmp)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Delete ``.tmp-*`` leftovers of interrupted writes in ``folder``; return how many."""
+def remove_stale_temporaries(folder: str | os.PathLike, now: float | None = None) -> int:
+    """Delete the ``.tmp-*`` leftovers of interrupted writes in ``folder`` whose owner is gone; return how many.
+
+    A temporary file of a process that is still running (on this host, or on another host and younger than
+    :data:`STALE_SECONDS`) is another run's write in progress and is kept.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
+    now = time.time() if now is None else now
     n = 0
     for p in folder.glob(TMP_PREFIX + "*"):
         with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            n += 1
+            if is_abandoned(p, now):
+                p.unlink()
+                n += 1
     return n
+
+
+def is_abandoned(tmp: Path, now: float) -> bool:
+    """True when no running process can still be writing ``tmp`` (see :func:`remove_stale_temporaries`)."""
+    if now - tmp.stat().st_mtime > STALE_SECONDS:
+        return True
+    owner = _OWNER.search(tmp.name[len(TMP_PREFIX):])
+    if owner is None or owner.group(2) != _host():
+        return False  # another machine's (a shared folder) or no owner recorded: only age tells
+    return not pid_alive(int(owner.group(1)))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (signal 0 checks without sending anything)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _fsync_file(path: Path) -> None:
