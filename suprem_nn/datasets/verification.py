@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import DatasetError, ImageReadError
 from ..io.geometry import Geometry
 from ..io.image_io import read_image
+from ..utils.progress import Progress
 from .checks import describe_values, grid_difference, integer_label_values, is_binary, nifti_file_problems
 from .model import LAYOUT_NNUNET, Case, Problem, RawDataset, display_path
 from .nnunet import test_case_id
@@ -101,7 +101,7 @@ def verify_dataset(dataset: RawDataset, num_processes: int = 1, progress: bool =
 
     jobs = [(c, False) for c in dataset.cases] + [(c, True) for c in dataset.test_cases]
     results: list[Optional[_CaseResult]] = [None] * len(jobs)
-    bar = tqdm(total=len(jobs), desc=f"verifying {dataset.name}", unit="case", disable=not progress or not jobs)
+    bar = Progress(len(jobs), f"verifying {dataset.name}", "case", enabled=progress and bool(jobs))
     try:
         if num_processes > 1 and len(jobs) > 1:
             ctx = multiprocessing.get_context("spawn")

@@ -84,7 +84,7 @@ class Selection:
 def find_best_configuration(dataset: str, plans: Optional[Sequence[str]] = None,
                             folds: Sequence[int] = DEFAULT_FOLDS, progress: bool = True) -> Selection:
     """Score every plan and compatible pair on the pooled out-of-fold cases, choose, decide post-processing."""
-    from tqdm import tqdm
+    from ..utils.progress import track
 
     t0 = time.perf_counter()
     folder, found = find_oof_plans(dataset, plans, folds)
@@ -101,7 +101,7 @@ def find_best_configuration(dataset: str, plans: Optional[Sequence[str]] = None,
                 "plan is compared alone")})
     by_name = {p.name: p for p in found}
     cases = sorted(found[0].cases)
-    for case in tqdm(cases, desc="scoring out-of-fold cases", unit="case", disable=not progress):
+    for case in track(cases, "scoring out-of-fold cases", "case", enabled=progress):
         loaded = {p.name: read_probabilities(p.cases[case]) for p in found}
         grids = {name: cp.on_original_grid() for name, cp in loaded.items()}
         _check_grids(loaded, by_name, case)

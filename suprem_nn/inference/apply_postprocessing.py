@@ -53,14 +53,14 @@ def find_label_maps(folder: str | Path) -> dict[str, Path]:
 def postprocess_folder(input: str | Path, output: str | Path, label_values: Sequence[int], overwrite: bool = False,
                        progress: bool = True) -> PostprocessSummary:
     """Write every label map of ``input`` to ``output`` with ``label_values`` reduced to their largest component."""
-    from tqdm import tqdm
+    from ..utils.progress import track
 
     inp, out = Path(input), Path(output)
     if inp.resolve() == out.resolve():
         raise SupremError("the output folder must differ from the input folder (inputs are never overwritten)", out)
     values = [int(v) for v in label_values]
     summary = PostprocessSummary()
-    for rel, path in tqdm(find_label_maps(inp).items(), desc="post-processing", unit="case", disable=not progress):
+    for rel, path in track(find_label_maps(inp).items(), "post-processing", "case", enabled=progress):
         target = out / rel
         if target.exists() and not overwrite:
             summary.skipped.append(rel)

@@ -104,7 +104,7 @@ def ensemble_folders(inputs: Sequence[str | Path], output: str | Path, largest_c
     only place where multi-label overlaps survive). A single input folder is allowed: it relabels (and
     post-processes) one prediction. ``skip_cases``: case ids left out (e.g. failed in one member).
     """
-    from tqdm import tqdm
+    from ..utils.progress import track
 
     inputs = [Path(p) for p in inputs]
     if len(set(p.resolve() for p in inputs)) != len(inputs):
@@ -118,8 +118,7 @@ def ensemble_folders(inputs: Sequence[str | Path], output: str | Path, largest_c
         raise SupremError(f"the inputs hold {len(listings[0])} cases, so the output must be a folder", output)
     summary = EnsembleSummary()
     postprocessed: Optional[list[str]] = None
-    bar = tqdm(sorted(listings[0]), desc="ensemble", unit="case", disable=not progress)
-    for rel in bar:
+    for rel in track(sorted(listings[0]), "ensemble", "case", enabled=progress):
         target = output if single_file else output / f"{rel}.nii.gz"
         if target.exists() and not overwrite:
             summary.skipped.append(rel)

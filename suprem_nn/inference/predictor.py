@@ -98,7 +98,7 @@ class Predictor(StagedPrediction):
         classes: restrict outputs to these class names (default: all of the plan's classes).
         spacing_factor: multiply the plan's target spacing (2.0 = ``--fast`` preview quality).
         keep_probabilities: keep the network-space probabilities (float16) in the result.
-        progress: tqdm bar over windows.
+        progress: show progress over the sliding windows (a bar on a terminal, lines in a log).
     """
 
     def __init__(self, plan: Plan, networks: Sequence[nn.Module], device: str = "cpu", step_size: float = 0.5,

@@ -156,7 +156,7 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
         keep_channels: accumulate only these output channels (sigmoid/None activations only; softmax needs all).
         autocast_dtype: e.g. ``torch.bfloat16`` to run the network under autocast; accumulation stays float32.
         channels_last: feed windows in ``torch.channels_last_3d`` memory format (faster convolutions on CPU).
-        progress: show a tqdm bar over windows.
+        progress: show progress over windows (:mod:`suprem_nn.utils.progress`).
         importance_map: per-voxel window weights of shape ``patch_size`` replacing the Gaussian (e.g. nnU-Net's
             own map, centred at ``patch // 2``, to reproduce its outputs); must be strictly positive.
         result_device: where the result is returned (the CPU by default; ``device`` keeps it on the GPU
@@ -226,11 +226,12 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
         accum[(slice(None),) + sl].add_(logits * weight_map)
         weights[sl].add_(weight_map)
 
-    from tqdm import tqdm
+    from ..utils.progress import Progress
 
+    # nested under the per-case progress: a transient bar on a terminal, a line per 30 s in a log file
+    bar = Progress(len(starts), "windows", "window", enabled=progress, nested=True)
     try:
         pending: list = []
-        bar = tqdm(total=len(starts), desc="windows", unit="win", leave=False, disable=not progress)
         for s, is_constant in zip(starts, constant):
             if is_constant:
                 if constant_logits is None:
@@ -251,8 +252,8 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
             for p, o in zip(pending, out):
                 add(p, o)
             bar.update(len(pending))
-        bar.close()
     finally:
+        bar.close()
         network.train(was_training)
 
     accum /= weights

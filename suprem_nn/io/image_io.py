@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -95,12 +96,15 @@ def _check_nifti_header(path: Path) -> None:
     import nibabel as nib
 
     try:
-        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
+        # nibabel warns about the odd bytes of a file that is not NIfTI at all; the reader below says it in our words
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             header = nib.Nifti1Header.from_fileobj(f, check=False)
         shape = header.get_data_shape()
         pixdim = [float(v) for v in header["pixdim"][1:1 + min(3, len(shape))]]
         no_transform = int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
-    except Exception:  # not a NIfTI-1 header (NIfTI-2, garbage): SimpleITK reports the problem in its own words
+    except Exception:  # not a NIfTI-1 header (NIfTI-2, garbage): the reader below reports the problem
         return
     if any(s == 0 for s in shape):
         raise ImageReadError(f"image has an empty axis (size {tuple(shape)})", path)
@@ -232,10 +236,12 @@ def _check_gzip_complete(path: Path) -> None:
     import nibabel as nib
 
     try:
-        header = nib.load(str(path)).header
+        with warnings.catch_warnings():  # odd header bytes: the reader below says what is wrong, once
+            warnings.simplefilter("ignore")
+            header = nib.load(str(path)).header
         expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * \
             header.get_data_dtype().itemsize
-    except Exception:  # unreadable header: SimpleITK reports the problem in its own words
+    except Exception:  # unreadable header: the reader below reports the problem
         return
     with open(path, "rb") as f:
         f.seek(-4, os.SEEK_END)
@@ -250,14 +256,30 @@ def _check_gzip_complete(path: Path) -> None:
         raise ImageReadError(f"file is truncated or corrupt ({exc})", path) from None
 
 
+# ITK's words for the common failures, and what they mean to a user (the file name is said by the caller)
+_ITK_MEANINGS = (
+    ("unable to determine imageio reader",
+     "no image reader recognises its contents: the file is corrupt, or not a NIfTI/NRRD/MetaImage image"),
+    ("file cannot be read", "the file is incomplete, or not in the image format its name says"),
+)
+
+
 def _short_itk_message(exc: Exception) -> str:
-    """ITK errors are multi-line C++ dumps; keep the line that says what went wrong."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    """ITK errors are multi-line C++ dumps in ITK's words (``sitk::ERROR: Unable to determine ImageIO reader for
+    "x.nii.gz"``); say what went wrong in ours, without the C++ source lines and without repeating the file."""
+    import re
+
+    text = str(exc)
+    low = text.lower()
+    for words, meaning in _ITK_MEANINGS:
+        if words in low:
+            return meaning
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in lines:
-        low = ln.lower()
-        if "description:" in low:
-            return ln.split(":", 1)[1].strip()
+        if "description:" in ln.lower():
+            return ln.split(":", 1)[1].strip()[:300]
     for ln in reversed(lines):
-        if not ln.lower().startswith(("/", "itk::", "file:", "line:")):
-            return ln[:300]
+        if not ln.lower().startswith(("/", "itk::", "file:", "line:", "exception thrown")):
+            # "sitk::ERROR: ..." and "ITK ERROR: NiftiImageIO(0x55aa...): ..." prefixes say nothing to a user
+            return re.sub(r"^(sitk::ERROR:|ITK ERROR:)\s*(\w+\(0x[0-9a-f]+\):)?\s*", "", ln)[:300] or ln[:300]
     return lines[-1][:300] if lines else "unknown reader error"

@@ -297,8 +297,8 @@ def _worker_init() -> None:
 
 
 def _map(fn: Callable, jobs: list, num_processes: int, progress: bool, desc: str):
-    from tqdm import tqdm
-    bar = tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress)
+    from ..utils.progress import Progress
+    bar = Progress(len(jobs), desc, "case", enabled=progress)
     try:
         if num_processes <= 1 or len(jobs) == 1:
             for job in jobs:

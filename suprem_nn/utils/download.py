@@ -100,7 +100,7 @@ def _content_range(resp, offset: int) -> tuple[int, int | None]:
 
 
 def _attempt(url: str, part: Path, timeout_s: float, progress: bool, desc: str, announce: str) -> int:
-    from tqdm import tqdm
+    from .progress import Progress
 
     offset = part.stat().st_size if part.exists() else 0
     resp = _open(url, offset, timeout_s)
@@ -121,8 +121,7 @@ def _attempt(url: str, part: Path, timeout_s: float, progress: bool, desc: str, 
         received = 0
         try:
             with open(part, "r+b" if offset else "wb") as f, \
-                    tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                         disable=None if progress else True, leave=False, mininterval=0.5) as bar:
+                    Progress(total, desc, "B", unit_scale=True, initial=offset, enabled=progress) as bar:
                 f.seek(offset)
                 f.truncate()
                 while True:
