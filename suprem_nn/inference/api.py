@@ -162,8 +162,7 @@ def run_prediction(predictor: Predictor, input, output, per_class: bool = False,
                    progress: bool = True, extra_report: Optional[dict] = None,
                    part: Optional[tuple[int, int]] = None) -> RunSummary:
     """Run ``predictor`` over the cases of ``input`` (only part K of N with ``part=(K, N)``); see :func:`predict`."""
-    from tqdm import tqdm
-
+    from ..utils.progress import Progress
     from .writers import case_statistics, write_case, write_json
 
     t_start = time.perf_counter()
@@ -221,8 +220,10 @@ def run_prediction(predictor: Predictor, input, output, per_class: bool = False,
         else:
             raise exc
         summary.failures.append(entry)
-        log.error("%s: %s: %s", case.case_id, entry["file"], entry["problem"])
-        log.debug("%s: traceback (--debug)", case.case_id, exc_info=exc)
+        # Said once, by the caller at the end (suprem_predict: failed: CASE: FILE: PROBLEM) and in
+        # run_report.json; meanwhile the progress counts the failures.
+        bar.set_postfix(failed=len(summary.failures))
+        log.debug("%s: %s: %s", case.case_id, entry["file"], entry["problem"], exc_info=exc)
 
     workers = max(0, int(num_workers))
     prep_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prep") if workers else None
@@ -238,7 +239,7 @@ def run_prediction(predictor: Predictor, input, output, per_class: bool = False,
             except Exception as exc:  # noqa: BLE001 - routed through fail(), which re-raises non-user errors
                 fail(c, exc)
 
-    bar = tqdm(total=len(todo), desc="cases", unit="case", disable=not progress or not todo)
+    bar = Progress(len(todo), "predict", "case", enabled=progress and bool(todo))
     try:
         for i, case in enumerate(todo):
             if prep_pool is not None:

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -412,7 +411,9 @@ def _fmt(v) -> str:
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled or not sys.stderr.isatty():
+    """The steps of one epoch: a transient bar on a terminal; in a log file a line only when an epoch runs longer
+    than 30 s (each epoch already ends with its own summary line)."""
+    if not enabled:
         return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
+    from ..utils.progress import Progress
+    return Progress(total, desc, "step", nested=True)
