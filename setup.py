@@ -30,7 +30,13 @@ setup(
         "matplotlib>=3.6",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # onnx and onnxruntime too: the ONNX export tests run the exported file (CI installs this extra).
+        "test": ["pytest>=7", "onnx>=1.16", "onnxruntime>=1.18"],
+        # suprem_export_onnx: torch's TorchScript exporter needs the onnx package (and nothing heavier, unlike the
+        # torch.export-based exporter's onnxscript); onnxruntime checks the written file against torch.
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+    },
     entry_points={
         "console_scripts": [
             "suprem_plan_and_preprocess=suprem_nn.cli.plan_and_preprocess:main",
@@ -43,6 +49,7 @@ setup(
             "suprem_demo=suprem_nn.cli.demo:main",
             "suprem_export_backbone=suprem_nn.cli.export_backbone:main",
             "suprem_download_weights=suprem_nn.cli.download_weights:main",
+            "suprem_export_onnx=suprem_nn.cli.export_onnx:main",
         ],
     },
 )
