@@ -48,9 +48,9 @@ def _run_rank(dataset, fold, cfg: TrainingConfig, continue_training: bool, echo:
     from .trainer import Trainer
     info = env or ddp.from_environment() or ddp.DistInfo()
     if info.enabled and cfg.device in ("auto", "cpu") and not os.environ.get("OMP_NUM_THREADS"):
-        # N CPU processes each using every core only fight over them
+        # N CPU processes each using every core only fight over them; the cores are those of this node
         import torch
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
     trainer = Trainer(dataset, fold, cfg, continue_training=continue_training, dist=info, echo=echo)
     try:
         trainer.setup()

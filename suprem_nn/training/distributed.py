@@ -7,23 +7,37 @@ Three ways in:
   flags): the ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` environment is detected;
 - otherwise a single process.
 The backend is NCCL on CUDA and gloo on CPU.
+
+Ranks that may disagree about a user error (a missing checkpoint on one node, a
+bad case on one rank's share of the validation) agree on it collectively
+(:func:`on_main`, :func:`on_every_rank`), so every rank stops with the same one
+line instead of the others waiting for the process-group timeout. File
+contract: one results folder that every node sees (a shared file system);
+only rank 0 writes logs and checkpoints, every rank writes its own validation
+cases there.
 """
 from __future__ import annotations
 
 import os
 import socket
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
+from ..errors import SupremError
+
+T = TypeVar("T")
+
 
 @dataclass
 class DistInfo:
+    """This process's place: global ``rank`` of ``world_size``, ``local_rank`` of ``local_world_size`` on its node."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -35,16 +49,43 @@ class DistInfo:
 
 
 def from_environment() -> DistInfo | None:
-    """The torchrun-style environment if this process was started by torchrun (or like it), else None."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        return DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
-                        int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
-    return None
+    """The torchrun-style environment if this process was started by torchrun (or like it), else None.
+
+    ``LOCAL_RANK`` (the GPU on this node) and ``RANK`` (the global rank: data slice, rank-0 duties) differ on
+    every node but the first; a launcher that sets no ``LOCAL_RANK`` gets ``RANK % LOCAL_WORLD_SIZE``.
+    """
+    env = os.environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return None
+    rank, world = _int_env("RANK"), _int_env("WORLD_SIZE")
+    if world <= 1:
+        return None
+    if not 0 <= rank < world:
+        raise SupremError(f"RANK={rank} is outside 0..WORLD_SIZE-1 (WORLD_SIZE={world}); launch with torchrun")
+    local_world = _int_env("LOCAL_WORLD_SIZE") if "LOCAL_WORLD_SIZE" in env else world
+    local = _int_env("LOCAL_RANK") if "LOCAL_RANK" in env else rank % local_world
+    return DistInfo(rank, world, local, local_world)
+
+
+def _int_env(name: str) -> int:
+    try:
+        return int(os.environ[name])
+    except ValueError:
+        raise SupremError(f"environment variable {name}={os.environ[name]!r} must be an integer (torchrun sets "
+                          f"it)") from None
+
+
+def is_elastic_restart() -> bool:
+    """True in workers that torchrun restarted after a failure (``--max-restarts``): they must resume."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
 
 
 def init_process_group(info: DistInfo, device: torch.device) -> None:
     if not info.enabled or dist.is_initialized():
         return
+    if device.type == "cuda":
+        # NCCL runs collectives on the current device; unset, every rank's barrier would land on GPU 0
+        torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
 
@@ -70,6 +111,54 @@ def all_gather_floats(values: list[float]) -> list[list[float]]:
     return [o.tolist() for o in out]
 
 
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_gather_objects(obj: Any) -> list:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` in a single process)."""
+    if not _active():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """``fn()`` run by rank 0 alone (it writes shared files), its result handed to every rank.
+
+    A :class:`SupremError` on rank 0 is raised on every rank, so no rank waits for one that gave up.
+    """
+    if not _active():
+        return fn()
+    box: list = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = (True, fn())
+        except SupremError as exc:
+            box[0] = (False, str(exc))
+    dist.broadcast_object_list(box, src=0)
+    ok, value = box[0]
+    if not ok:
+        raise SupremError(value)
+    return value
+
+
+def on_every_rank(fn: Callable[[], T]) -> T:
+    """``fn()`` on every rank; if it raises :class:`SupremError` on any, every rank raises the first such error."""
+    try:
+        result, error = fn(), None
+    except SupremError as exc:
+        if not _active():
+            raise
+        result, error = None, str(exc)
+    failed = [(r, e) for r, e in enumerate(all_gather_objects(error)) if e is not None]
+    if failed:
+        rank, text = failed[0]
+        raise SupremError(text if dist.get_world_size() == 1 else f"rank {rank}: {text}")
+    return result
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -83,7 +172,8 @@ def free_port() -> int:
 
 def _spawn_entry(local_rank: int, world_size: int, port: int, fn: Callable, args: tuple) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(local_rank),
-                       "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(local_rank)})
+                       "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(local_rank),
+                       "LOCAL_WORLD_SIZE": str(world_size)})
     fn(*args)
 
 

@@ -36,6 +36,7 @@ from .checkpoint import (BEST, FINAL, LATEST, capture_rng_state, find_resume_che
 from .config import TrainingConfig
 from .data import TRAIN, VAL, PatchSampler, epoch_loader, next_batch
 from .losses import dice_counts, dice_from_counts, make_loss
+from .precision import choose_training_precision
 from .progress import RunLog
 from .schedule import RECIPES, LRSchedule, make_optimizer
 from .splits import cases_for_fold
@@ -51,8 +52,14 @@ def pick_device(name: str, local_rank: int) -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise SupremError(f"--device {name}: this PyTorch build sees no CUDA GPU; use --device cpu")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        return torch.device("cuda", index + local_rank)
+        first = int(name.split(":")[1]) if ":" in name else 0
+        index, visible = first + local_rank, torch.cuda.device_count()
+        if index >= visible:
+            # one process per GPU: LOCAL_RANK (not the global RANK) picks this node's GPU
+            raise SupremError(f"--device {name} for local rank {local_rank} needs GPU {index}, but this node sees "
+                              f"{visible}; run at most {max(visible - first, 0)} processes per node "
+                              f"(torchrun --nproc-per-node)")
+        return torch.device("cuda", index)
     if name != "cpu":
         raise SupremError(f"unknown device {name!r}; use cpu, cuda or cuda:N")
     return torch.device("cpu")
@@ -86,21 +93,18 @@ class Trainer:
                               self.plan_folder / "data")
         self.device = pick_device(cfg.device, self.dist.local_rank)
         ddp.init_process_group(self.dist, self.device)
-        if self.dist.is_main:  # splits_final.json is written once, by rank 0, before others read it
-            self.train_cases, self.val_cases = cases_for_fold(self.dataset_folder, case_ids, self.fold)
-        ddp.barrier()
-        if not self.dist.is_main:
-            self.train_cases, self.val_cases = cases_for_fold(self.dataset_folder, case_ids, self.fold)
+        # splits_final.json is written once, by rank 0, which hands the split to the other ranks (another node may
+        # not see the file yet); an error there stops every rank with the same message
+        self.train_cases, self.val_cases = ddp.on_main(
+            lambda: cases_for_fold(self.dataset_folder, case_ids, self.fold))
 
         self.model_folder = results_root() / self.dataset_folder.name / plan.plan_name
         self.folder = self.model_folder / f"fold_{self.fold}"
-        if self.dist.is_main:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.folder)
-            if not self.continue_training and find_resume_checkpoint(self.folder):
-                raise SupremError("this fold already has checkpoints; add --continue to resume it, or delete the "
-                                  "folder to start over", self.folder)
+        elastic_resume = not self.continue_training and ddp.is_elastic_restart()
+        self.continue_training = ddp.on_main(self._prepare_folder)
         self.log = RunLog(self.folder if self.dist.is_main else None, echo=self.echo)
+        if elastic_resume and self.continue_training:
+            self.log.line("torchrun restarted the workers after a failure: continuing from the last checkpoint")
 
         self.pretrained = None
         if not cfg.from_scratch:
@@ -121,8 +125,9 @@ class Trainer:
         warmup = cfg.warmup_epochs * (1 if per_epoch else cfg.iterations_per_epoch) \
             if r["schedule"] == "warmup_cosine" else 0
         self.schedule = LRSchedule(self.optimizer, r["schedule"], cfg.lr, steps, warmup)
-        self.amp_dtype = self._amp_dtype()
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.precision = choose_training_precision(self.cfg.mixed_precision, self.device)
+        self.amp_dtype = self.precision.autocast
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
 
         batch = cfg.batch_size or plan.batch_size
         common = dict(patch_size=plan.patch_size, batch_size=batch, seed=cfg.seed, rank=self.dist.rank,
@@ -136,12 +141,33 @@ class Trainer:
         self.val_sampler = PatchSampler(self.cache, self.val_cases, augmentation=None, **common)
 
         if self.continue_training:
-            self._resume()
+            ddp.on_every_rank(self._resume)   # a rank that cannot resume stops them all with its reason
+            self._check_same_start()
         else:
             self.log.line(self._describe())
             if self.dist.is_main:
                 self._write_run_files()
         self.train_model = self._wrap(self._frozen_now())
+
+    def _prepare_folder(self) -> bool:
+        """Rank 0: create the fold folder; returns whether this run resumes. Refuses to overwrite a run."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.folder)
+        has_checkpoint = find_resume_checkpoint(self.folder) is not None
+        if has_checkpoint and not self.continue_training and ddp.is_elastic_restart():
+            return True   # torchrun --max-restarts reran the same command after a rank died
+        if has_checkpoint and not self.continue_training:
+            raise SupremError("this fold already has checkpoints; add --continue to resume it, or delete the "
+                              "folder to start over", self.folder)
+        return self.continue_training
+
+    def _check_same_start(self) -> None:
+        """Every rank must have resumed the same epoch and weights (one results folder seen by all nodes)."""
+        starts = ddp.all_gather_objects((self.epoch, round(weights_checksum(self.network), 6)))
+        if len(set(starts)) > 1:
+            raise SupremError(f"the ranks resumed from different checkpoints ((epoch, weights checksum) per rank: "
+                              f"{starts}); every node must see the same results folder, e.g. on a shared file "
+                              f"system", self.folder)
 
     def _describe(self) -> str:
         cfg, plan = self.cfg, self.plan
@@ -151,7 +177,7 @@ class Trainer:
             f"{plan.num_outputs} outputs)",
             f"  cases: {len(self.train_cases)} training, {len(self.val_cases)} validation; device {self.device}, "
             f"{self.dist.world_size} process(es), batch {cfg.batch_size or plan.batch_size} per process, "
-            f"mixed precision {self.amp_dtype or 'off'}",
+            f"precision {self.precision.describe()}",
             f"  recipe {cfg.recipe}: lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, {cfg.epochs} epochs x "
             f"{cfg.iterations_per_epoch} iterations, schedule stepped per {cfg.schedule_step}",
             f"  initialisation: {'SuPreM ' + self.pretrained if self.pretrained else 'from scratch (random)'}",
@@ -199,12 +225,6 @@ class Trainer:
                 path, plan.target_spacing, [dataclasses.asdict(n) for n in plan.normalization])
         return net.to(self.device)
 
-    def _amp_dtype(self):
-        mp = self.cfg.mixed_precision
-        if self.device.type != "cuda" or mp == "off":
-            return None
-        return torch.float16 if mp == "fp16" else torch.bfloat16
-
     def _frozen_now(self) -> bool:
         return bool(self.pretrained) and self.epoch < self.cfg.freeze_encoder_epochs
 
@@ -238,20 +258,20 @@ class Trainer:
             val_loss, dices = self._validate_epoch()
             record = self._end_epoch(train_loss, val_loss, dices, time.perf_counter() - t0, data_wait)
         self.ddp_weight_checksums = ddp.all_gather_floats([weights_checksum(self.network)])
+        rng_states = ddp.all_gather_objects(capture_rng_state())
         if self.dist.is_main:
             same = len({c[0] for c in self.ddp_weight_checksums}) == 1
             if self.dist.enabled:
                 self.log.line(f"weights after training identical on all {self.dist.world_size} ranks: {same} "
                               f"(checksums {[c[0] for c in self.ddp_weight_checksums]})")
-            payload = self._payload(final=True)
+            payload = self._payload(rng_states, final=True)
             payload["ddp_weight_checksums"] = [c[0] for c in self.ddp_weight_checksums]
             save_checkpoint(self.folder / FINAL, payload)
         ddp.barrier()
-        if cfg.final_validation and self.dist.is_main:
+        if cfg.final_validation:
             from .validation import validate_fold
-            summary = validate_fold(self)
+            summary = validate_fold(self)   # every rank predicts its share of the cases; rank 0 writes the summary
             record = {**record, "final_validation_mean_dice": summary.get("mean_dice")}
-        ddp.barrier()
         return record
 
     def _train_epoch(self) -> tuple[float, float]:
@@ -343,13 +363,15 @@ class Trainer:
         is_best = self.ema_dice is not None and (self.best_ema is None or self.ema_dice > self.best_ema)
         if is_best:
             self.best_ema = self.ema_dice
+        # every rank's generators, so that --continue resumes each rank where it stopped
+        rng_states = ddp.all_gather_objects(capture_rng_state())
         if self.dist.is_main:
             self.log.epoch(record)
             self.log.line(f"epoch {self.epoch}/{self.cfg.epochs}: train loss {train_loss:.4f}, val loss "
                           f"{val_loss:.4f}, pseudo-Dice {mean_dice:.4f} (EMA {_fmt(self.ema_dice)}), lr "
                           f"{record['lr']:.3g}, {seconds:.1f} s ({data_wait:.1f} s waiting for data)"
                           + (" -> new best" if is_best else ""))
-            payload = self._payload()
+            payload = self._payload(rng_states)
             save_checkpoint(self.folder / LATEST, payload)
             if is_best:
                 save_checkpoint(self.folder / BEST, payload)
@@ -357,7 +379,8 @@ class Trainer:
         return record
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def _payload(self, final: bool = False) -> dict:
+    def _payload(self, rng_states: list, final: bool = False) -> dict:
+        """The checkpoint dict; ``rng_states``: every rank's :func:`capture_rng_state`, in rank order."""
         plan = self.plan
         return {
             "network_weights": unwrap(self.network).state_dict(), "network": plan.network,
@@ -365,7 +388,7 @@ class Trainer:
             "plan_name": plan.plan_name, "dataset": self.dataset, "fold": str(self.fold), "final": final,
             "optimizer_state": self.optimizer.state_dict(), "schedule_state": self.schedule.state_dict(),
             "grad_scaler_state": self.scaler.state_dict() if self.scaler is not None else {},
-            "rng_state": capture_rng_state(), "history": self.log.history,
+            "rng_state": rng_states[0], "rng_state_per_rank": rng_states, "history": self.log.history,
             "ema_dice": self.ema_dice, "best_ema": self.best_ema,
             "config": json.dumps(self.cfg.to_json()),
             "inference_allowed_mirroring_axes": self.trained_mirror_axes,
@@ -385,7 +408,9 @@ class Trainer:
         self.schedule.load_state_dict(ck["schedule_state"])
         if self.scaler is not None and ck.get("grad_scaler_state"):
             self.scaler.load_state_dict(ck["grad_scaler_state"])
-        restore_rng_state(ck["rng_state"])
+        per_rank = ck.get("rng_state_per_rank") or []
+        # the same number of ranks continues each rank's own generators; otherwise all start from rank 0's
+        restore_rng_state(per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else ck["rng_state"])
         self.epoch = int(ck["epoch"])
         self.ema_dice, self.best_ema = ck.get("ema_dice"), ck.get("best_ema")
         self.log.restore(ck.get("history", []))
