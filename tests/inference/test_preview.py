@@ -265,3 +265,17 @@ def test_label_values_outside_the_class_list_are_shown_by_value(real_ct):
     present = sorted(int(v) for v in np.unique(lab) if v)
     assert [e.value for e in preview.legend] == present
     assert [e.name for e in preview.legend] == [f"label {v}" for v in present]
+
+
+def test_predict_preview_writes_the_same_picture(real_ct, tmp_path):
+    """``suprem_predict --preview`` (writers.write_preview) renders the prediction's classes with this module."""
+    from suprem_nn.inference.predictor import PredictionResult
+    from suprem_nn.inference.writers import write_preview
+
+    names, values = _btcv13(real_ct)
+    ct, lab, geo = _case(real_ct, "ts_abdomen_sm_3mm")
+    result = PredictionResult("case_7", geo, lab, names, values)
+    write_preview(result, ct, tmp_path / "case_7_preview.png")
+    expected = render_preview(ct, geo, lab, names, values, title="case_7")
+    assert (tmp_path / "case_7_preview.png").read_bytes() == expected.png
+    assert Image.open(tmp_path / "case_7_preview.png").size[0] >= 1000
