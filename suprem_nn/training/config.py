@@ -39,7 +39,7 @@ class TrainingConfig:
     ema_dice_decay: float = 0.9              # best checkpoint: EMA of the validation pseudo-Dice (nnU-Net)
     device: str = "auto"                     # "auto" | "cpu" | "cuda" | "cuda:1"
     num_gpus: int = 1
-    mixed_precision: str = "auto"            # "auto" (bf16 on CUDA) | "bf16" | "fp16" | "off"
+    mixed_precision: str = "auto"            # "auto" | "bf16" | "fp16" | "off": see training/precision.py
     compile: bool = False
     num_workers: int = 2
     seed: int = 12345

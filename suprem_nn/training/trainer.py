@@ -36,6 +36,7 @@ from .checkpoint import (BEST, FINAL, LATEST, capture_rng_state, find_resume_che
 from .config import TrainingConfig
 from .data import TRAIN, VAL, PatchSampler, epoch_loader, next_batch
 from .losses import dice_counts, dice_from_counts, make_loss
+from .precision import choose_training_precision
 from .progress import RunLog
 from .schedule import RECIPES, LRSchedule, make_optimizer
 from .splits import cases_for_fold
@@ -124,8 +125,9 @@ class Trainer:
         warmup = cfg.warmup_epochs * (1 if per_epoch else cfg.iterations_per_epoch) \
             if r["schedule"] == "warmup_cosine" else 0
         self.schedule = LRSchedule(self.optimizer, r["schedule"], cfg.lr, steps, warmup)
-        self.amp_dtype = self._amp_dtype()
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.precision = choose_training_precision(self.cfg.mixed_precision, self.device)
+        self.amp_dtype = self.precision.autocast
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
 
         batch = cfg.batch_size or plan.batch_size
         common = dict(patch_size=plan.patch_size, batch_size=batch, seed=cfg.seed, rank=self.dist.rank,
@@ -175,7 +177,7 @@ class Trainer:
             f"{plan.num_outputs} outputs)",
             f"  cases: {len(self.train_cases)} training, {len(self.val_cases)} validation; device {self.device}, "
             f"{self.dist.world_size} process(es), batch {cfg.batch_size or plan.batch_size} per process, "
-            f"mixed precision {self.amp_dtype or 'off'}",
+            f"precision {self.precision.describe()}",
             f"  recipe {cfg.recipe}: lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, {cfg.epochs} epochs x "
             f"{cfg.iterations_per_epoch} iterations, schedule stepped per {cfg.schedule_step}",
             f"  initialisation: {'SuPreM ' + self.pretrained if self.pretrained else 'from scratch (random)'}",
@@ -222,12 +224,6 @@ class Trainer:
             self.conventions_warning = conventions_mismatch(
                 path, plan.target_spacing, [dataclasses.asdict(n) for n in plan.normalization])
         return net.to(self.device)
-
-    def _amp_dtype(self):
-        mp = self.cfg.mixed_precision
-        if self.device.type != "cuda" or mp == "off":
-            return None
-        return torch.float16 if mp == "fp16" else torch.bfloat16
 
     def _frozen_now(self) -> bool:
         return bool(self.pretrained) and self.epoch < self.cfg.freeze_encoder_epochs
