@@ -57,6 +57,8 @@ def _run(args: argparse.Namespace) -> int:
     print(format_table(summary))
     # cases missing on either side were already reported by the library's warning log lines
     print(f"{summary['num_cases']} case(s) evaluated; wrote {summary['files']['summary']} and {summary['files']['csv']}")
+    if summary.get("warnings"):  # logged on stderr as they arose; point at them where the results are read
+        print(f"{len(summary['warnings'])} warning(s) on stderr, also under 'warnings' in {summary['files']['summary']}")
     failed = summary.get("failed_cases") or {}
     if failed:  # each was logged as it happened; repeat them together at the end, where users look
         print(f"suprem_evaluate: {len(failed)} case(s) failed (listed under 'failed_cases' in "

@@ -236,7 +236,7 @@ def _match(r: SideLabels, p: SideLabels, from_l: bool, warnings: list) -> LabelM
 
 
 def _contradictions(given: LabelMap, found: LabelMap) -> str:
-    """'' when ``given`` agrees with ``found``; else the contradictions, e.g. "liver=1 here is spleen".
+    """'' when ``given`` agrees with ``found``; else the contradictions, e.g. "liver=1 where the file has liver=6".
 
     Names that are only a number (``-l 1,2``) name no organ, so only their values could clash, and never do.
     """

@@ -77,7 +77,6 @@ def nsd_note(tol: float, voxel_tols: list) -> str:
     if tol + 1e-6 >= coarsest:
         return (f"NSD@{tol:g}mm allows at least one voxel on every axis (coarsest voxel {coarsest:g} mm); "
                 "nsd_1voxel is at most as strict")
-    return (f"NSD@{tol:g}mm is stricter than one voxel here (coarsest voxel axis {coarsest:g} mm): a boundary one "
-            f"voxel off along that axis is {coarsest:g} mm away and counts as wrong, so NSD@{tol:g}mm can be low "
-            "beside a high Dice; nsd_1voxel (tolerance one voxel of the coarsest axis) is the figure that "
-            "forgives one-voxel disagreements")
+    return (f"NSD@{tol:g}mm is stricter than one voxel here (coarsest axis {coarsest:g} mm): a boundary one voxel "
+            f"off along it counts as wrong, so NSD@{tol:g}mm can sit far below Dice; nsd_1voxel (NSD@1vox) forgives "
+            "one-voxel disagreements")

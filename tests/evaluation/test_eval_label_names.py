@@ -135,7 +135,7 @@ def test_label_absent_on_both_sides_is_flagged_in_summary_csv_and_table(real_ct,
     assert "class 'ghost' (value 99) has no voxel" in r.stderr
     ghost_line = next(ln for ln in r.stdout.splitlines() if ln.startswith("ghost "))
     assert ghost_line.endswith("<- absent everywhere")
-    assert "absent everywhere): ghost" in r.stdout
+    assert "absent everywhere): ghost" in r.stdout and "1 warning(s) on stderr, also under 'warnings'" in r.stdout
     # a class empty in one case (no kidneys in the contrast-enhanced slab) but present in another is not flagged
     for folder in (ref, pred):
         shutil.copyfile(real_ct / CE / "seg_btcv13.nii.gz", folder / f"{CE}.nii.gz")
