@@ -25,12 +25,28 @@ from torch import nn
 from ...errors import SupremError
 from ...utils.json_file import read_json
 
-__all__ = ["NnunetModel", "LabelInfo", "load_nnunet_model", "is_nnunet_model_folder", "NUMPY_SAFE_GLOBALS"]
+__all__ = ["NnunetModel", "LabelInfo", "load_nnunet_model", "is_nnunet_model_folder", "NUMPY_SAFE_GLOBALS",
+           "numpy_safe_globals"]
 
-# Objects a checkpoint written by nnU-Net v2 pickles besides tensors: numpy float scalars in
-# checkpoint["logging"] (np.mean of losses / Dice). These rebuild plain numbers, nothing executable.
-NUMPY_SAFE_GLOBALS = [np._core.multiarray.scalar, np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType,
-                      np.dtypes.Int64DType]
+_SCALAR_NAMES = ("numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar")
+
+
+def numpy_safe_globals(numpy=np) -> list:
+    """The numpy objects a checkpoint written by nnU-Net v2 pickles besides tensors, for ``torch.load``'s allowlist.
+
+    They are numpy float scalars in ``checkpoint["logging"]`` (np.mean of losses / Dice) and their dtypes: plain
+    numbers, nothing executable. NumPy 2 keeps the scalar rebuilder in ``numpy._core``, NumPy 1.x in
+    ``numpy.core``, and a checkpoint names the one of the NumPy that wrote it, so the rebuilder is allowed under
+    both names and a checkpoint loads whichever NumPy wrote it. The dtype classes are taken from dtype instances
+    (``numpy.dtypes`` only exists from NumPy 1.25; setup.py allows 1.24).
+    """
+    core = getattr(numpy, "_core", None)
+    multiarray = getattr(core, "multiarray", None) or numpy.core.multiarray  # NumPy 2, else 1.x
+    dtype_classes = [type(numpy.dtype(t)) for t in (numpy.float64, numpy.float32, numpy.int64)]
+    return [*((multiarray.scalar, name) for name in _SCALAR_NAMES), numpy.dtype, *dtype_classes]
+
+
+NUMPY_SAFE_GLOBALS = numpy_safe_globals()
 _IMPORTABLE_PREFIXES = ("dynamic_network_architectures.", "torch.nn.")
 SUPPORTED_READERS = ("SimpleITKIO", "NibabelIO")
 
