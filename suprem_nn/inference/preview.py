@@ -180,16 +180,18 @@ def render_preview(image: np.ndarray, geometry: Geometry, label_map: Optional[np
     sp = np.asarray(dgeo.spacing, dtype=np.float64)
     ext = sp * np.asarray(vol.shape)  # mm along L, P, S
 
-    counts = {a: _slice_counts(lab, msk, a) for a in range(3)}  # display axis -> (slices, max value + 1) voxels
+    axial_counts = _slice_counts(lab, msk, 2)  # (axial slices, label values or masks) voxels
     if msk is None:
-        present_values = [int(v) for v in np.nonzero(counts[2].sum(0))[0] if v != 0]
+        present_values = [int(v) for v in np.nonzero(axial_counts.sum(0))[0] if v != 0]
         extra = [v for v in present_values if v not in values]
         names, values = names + [f"label {v}" for v in extra], values + extra
     colours = [class_colour(n) for n in range(len(values))]
 
-    # per display axis: (slices, classes) voxel counts of each class in the class list
-    per_class = {a: _class_columns(counts[a], values, msk is not None) for a in range(3)}
     thin = ext[2] < THIN_RATIO * ext[0]
+    # per display axis: (slices, classes) voxel counts of each listed class; coronal and sagittal counts (a pass
+    # over the volume each) only when those views are drawn
+    per_class = {a: _class_columns(axial_counts if a == 2 else _slice_counts(lab, msk, a), values, msk is not None)
+                 for a in ((2,) if thin else (0, 1, 2))}
     n_axial = min(THIN_AXIAL if thin else THICK_AXIAL, vol.shape[2])
     axial = sorted(_spread_slices(per_class[2], n_axial), reverse=True)  # superior first
     specs = []  # (view, display axis, display index)
@@ -469,8 +471,8 @@ def _header(title: str, geometry: Geometry, lo: float, hi: float, thin: bool) ->
            "coronal and sagittal overview (yellow lines: the axial slices below)")
     line1 = f"{title}   {shape} voxels, {sp} mm, file orientation {geometry.orientation_code()}" if title else \
         f"{shape} voxels, {sp} mm, file orientation {geometry.orientation_code()}"
-    return (f"{line1}\nradiological convention (patient's left on the viewer's right)   "
-            f"window {lo:g} to {hi:g}   {why}")
+    window = f"window W{hi - lo:.0f} L{(hi + lo) / 2:.0f}" if (lo, hi) == CT_WINDOW else f"window {lo:.4g} to {hi:.4g}"
+    return f"{line1}\nradiological convention (patient's left on the viewer's right)   {window}   {why}"
 
 
 def _draw(width, height, drawn, legend, not_shown, header, axial, n_axial_slices, layout) -> tuple[np.ndarray, tuple]:
