@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "N processes, GPUs or nodes (e.g. a SLURM array) can fill one output folder at once; each "
                         "writes run_report_partKofN.json and the last to finish merges them into run_report.json")
     p.add_argument("--statistics", action="store_true", help="write statistics.json (volume in ml, mean HU per class)")
-    p.add_argument("--preview", action="store_true", help="write <case>_preview.png (axial + coronal overlay)")
+    p.add_argument("--preview", action="store_true",
+                   help="write <case>_preview.png: radiological-convention slices with orientation letters and a "
+                        "legend of the classes shown (documentation/prediction.md)")
     add_common_arguments(p)
     return p
 
