@@ -163,6 +163,10 @@ def render_preview(image: np.ndarray, geometry: Geometry, label_map: Optional[np
         raise ValueError(f"image shape {image.shape} does not match the geometry's {tuple(geometry.shape)}")
     if label_map is None and masks is None:
         label_map = np.zeros(image.shape, dtype=np.uint8)
+    if masks is None:
+        label_map = _integer_labels(np.asarray(label_map))
+        if label_map.shape != image.shape:
+            raise ValueError(f"label map shape {label_map.shape} differs from the image's {image.shape}")
     names = list(class_names or [])
     values = [int(v) for v in (class_values if class_values is not None else range(1, len(names) + 1))]
     if len(values) != len(names):
@@ -204,8 +208,8 @@ def render_preview(image: np.ndarray, geometry: Geometry, label_map: Optional[np
     width, height = panels_px["size"]
     shown_classes: set[int] = set()
     drawn = []
-    for n, ((view, a, idx), box) in enumerate(zip(specs, panels_px["boxes"])):
-        ct2d, lab2d, msk2d, (row_mm, col_mm) = _slice(vol, lab, msk, view, idx, sp)
+    for (view, a, idx), box in zip(specs, panels_px["boxes"]):
+        ct2d, lab2d, msk2d = _slice(vol, lab, msk, view, idx)
         h, w = box[3] - box[1], box[2] - box[0]
         in_slice = [c for c in range(len(values)) if per_class[a][idx, c] > 0]
         shown_classes.update(in_slice)
@@ -213,7 +217,7 @@ def render_preview(image: np.ndarray, geometry: Geometry, label_map: Optional[np
                        _resample(lab2d, h, w, 0) if lab2d is not None else None,
                        _resample(msk2d, h, w, 0) if msk2d is not None else None, values, colours, in_slice)
         if view != "axial":
-            _reference_lines(rgb, view, vol.shape[2], axial)
+            _reference_lines(rgb, vol.shape[2], axial)
         number = axial.index(idx) + 1 if view == "axial" else 0
         file_axis = int(reo.permutation[a])
         file_index = int(vol.shape[a] - 1 - idx if reo.flips[a] else idx)
@@ -225,10 +229,9 @@ def render_preview(image: np.ndarray, geometry: Geometry, label_map: Optional[np
     in_volume = [c for c in range(len(values)) if per_class[2][:, c].sum() > 0]
     not_shown = tuple(names[c] for c in in_volume if c not in shown_classes)
     header = _header(title, geometry, lo, hi, thin)
-    pixels, legend_box = _draw(width, height, drawn, legend, not_shown, header, axial, vol.shape[2],
-                                      panels_px)
-    return Preview(_encode_png(pixels), pixels, "axial sheet" if thin else "overview + axial", tuple(p for _, p in drawn),
-                   legend, not_shown, legend_box)
+    pixels, legend_box = _draw(width, height, drawn, legend, not_shown, header, axial, vol.shape[2], panels_px)
+    return Preview(_encode_png(pixels), pixels, "axial sheet" if thin else "overview + axial",
+                   tuple(p for _, p in drawn), legend, not_shown, legend_box)
 
 
 def write_preview_png(path: Path, image: np.ndarray, geometry: Geometry, **kwargs) -> Preview:
@@ -250,11 +253,25 @@ def _slice_counts(lab, msk, axis: int) -> np.ndarray:
         return np.moveaxis(np.count_nonzero(msk, axis=other), 0, 1) if msk.shape[0] else \
             np.zeros((msk.shape[1 + axis], 0), dtype=np.int64)
     top = int(lab.max()) + 1 if lab.size else 1
-    if lab.dtype.kind not in "ui" or top > 1 << 16:
-        raise ValueError(f"label map must hold non-negative integers below 65536 (dtype {lab.dtype}, max {top - 1})")
     # basic indexing: np.take on the reoriented view (negative strides) would copy the whole volume per slice
     return np.stack([np.bincount(lab[(slice(None),) * axis + (s,)].ravel(), minlength=top)
                      for s in range(lab.shape[axis])])
+
+
+def _integer_labels(label_map: np.ndarray) -> np.ndarray:
+    """The label map as non-negative integers below 65536 (float files holding whole numbers are accepted, as
+    some tools save label maps as float); anything else is a ValueError."""
+    if label_map.dtype.kind == "b":
+        return label_map.astype(np.uint8)
+    if label_map.dtype.kind == "f":
+        if not np.all(np.isfinite(label_map)) or np.any(label_map != np.round(label_map)):
+            raise ValueError("label map holds non-integer values")
+        label_map = label_map.astype(np.int64)
+    if label_map.dtype.kind not in "ui":
+        raise ValueError(f"label map must hold integers, got dtype {label_map.dtype}")
+    if label_map.size and (label_map.min() < 0 or label_map.max() >= 1 << 16):
+        raise ValueError(f"label values must lie in 0..65535, got {label_map.min()}..{label_map.max()}")
+    return label_map
 
 
 def _class_columns(counts: np.ndarray, values: list[int], from_masks: bool) -> np.ndarray:
@@ -310,9 +327,9 @@ def _spread_slices(per_class: np.ndarray, n: int) -> list[int]:
 # geometry of the panels
 
 
-def _slice(vol, lab, msk, view: str, idx: int, sp: np.ndarray):
-    """The 2D arrays of one panel with row 0 at the top and column 0 at the left of the screen, and the
-    (row, column) pixel size in mm. Display axes: 0 towards Left, 1 Posterior, 2 Superior."""
+def _slice(vol, lab, msk, view: str, idx: int):
+    """The 2D arrays (masks: (K, rows, columns)) of one panel with row 0 at the top and column 0 at the left of
+    the screen. Display axes: 0 towards Left, 1 Posterior, 2 Superior."""
     def cut(a):
         if a is None:
             return None
@@ -325,8 +342,7 @@ def _slice(vol, lab, msk, view: str, idx: int, sp: np.ndarray):
             return np.flip(np.swapaxes(s, -1, -2), -2)
         s = a[(slice(None),) * lead + (idx, slice(None), slice(None))]  # sagittal: rows S -> I, columns A -> P
         return np.flip(np.swapaxes(s, -1, -2), -2)
-    mm = {"axial": (sp[1], sp[0]), "coronal": (sp[2], sp[0]), "sagittal": (sp[2], sp[1])}[view]
-    return cut(vol), cut(lab), cut(msk), mm
+    return cut(vol), cut(lab), cut(msk)
 
 
 def _screen_axes(view: str) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -456,7 +472,7 @@ def _reference_row(z: int, n_slices: int, n_rows: int) -> int:
     return int(np.clip(np.floor((n_slices - 1 - z + 0.5) * n_rows / n_slices), 0, n_rows - 1))
 
 
-def _reference_lines(rgb: np.ndarray, view: str, n_axial_slices: int, axial: list[int]) -> None:
+def _reference_lines(rgb: np.ndarray, n_axial_slices: int, axial: list[int]) -> None:
     """Dashed lines across an overview panel at the axial slices shown."""
     for z in axial:
         row = _reference_row(z, n_axial_slices, rgb.shape[0])
@@ -477,11 +493,10 @@ def _header(title: str, geometry: Geometry, lo: float, hi: float, thin: bool) ->
 
 def _draw(width, height, drawn, legend, not_shown, header, axial, n_axial_slices, layout) -> tuple[np.ndarray, tuple]:
     """Render panels, letters, titles and legend with matplotlib (Agg) into an RGB array."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    # A Figure on its own Agg canvas, not pyplot: no global backend switch (a notebook calling this keeps its
+    # backend) and no figure registry to leak from in a long prediction run.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     lx = layout["legend_x"]
     entries_h = _LEGEND_ROW * (len(legend) + 2) + (_LEGEND_ROW * (2 + len(not_shown)) if not_shown else 0)
@@ -498,9 +513,8 @@ def _draw(width, height, drawn, legend, not_shown, header, axial, n_axial_slices
         x0, y0, x1, y1 = p.box_px
         fig.figimage(rgb, xo=x0, yo=height - y1, origin="upper")
         name = f"{p.number}  axial" if p.view == "axial" else p.view
-        file_axis = "ijk"[p.axis]
-        text(x0 - _LETTER, y0 - _LETTER - 2, f"{name}   {file_axis}={p.index}   {_position_text(p.view, p.position_mm)}",
-             fontsize=10, va="bottom", ha="left")
+        where = f"{'ijk'[p.axis]}={p.index}   {_position_text(p.view, p.position_mm)}"
+        text(x0 - _LETTER, y0 - _LETTER - 2, f"{name}   {where}", fontsize=10, va="bottom", ha="left")
         letter = dict(fontsize=13, fontweight="bold", color=_LETTER_COLOUR, va="center", ha="center")
         text(x0 - _LETTER / 2, (y0 + y1) / 2, p.letters["left"], **letter)
         text(x1 + _LETTER / 2, (y0 + y1) / 2, p.letters["right"], **letter)

@@ -279,3 +279,24 @@ def test_predict_preview_writes_the_same_picture(real_ct, tmp_path):
     expected = render_preview(ct, geo, lab, names, values, title="case_7")
     assert (tmp_path / "case_7_preview.png").read_bytes() == expected.png
     assert Image.open(tmp_path / "case_7_preview.png").size[0] >= 1000
+
+
+def test_command_line_draws_a_float_label_file_with_names(real_ct, tmp_path, capsys):
+    """``python -m suprem_nn.inference.preview`` (how the documentation's screenshots are made): names from a
+    {value: name} JSON, a label map saved as float (as some tools do) accepted when its values are whole."""
+    import nibabel as nib
+
+    from suprem_nn.inference.preview import main
+
+    case = real_ct / "ts_abdomen_sm_3mm"
+    seg = nib.load(str(case / "seg_btcv13.nii.gz"))
+    nib.save(nib.Nifti1Image(np.asarray(seg.dataobj).astype(np.float32), seg.affine), str(tmp_path / "seg.nii.gz"))
+    out = tmp_path / "shot.png"
+    assert main([str(case / "ct.nii.gz"), str(tmp_path / "seg.nii.gz"), str(out),
+                 "--names", str(real_ct / "labels_btcv13.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "classes shown: spleen, kidney_right, kidney_left" in printed and "label " not in printed
+    assert Image.open(out).size[0] >= 1000
+    ct, _, geo = _case(real_ct, "ts_abdomen_sm_3mm")
+    with pytest.raises(ValueError, match="non-integer"):
+        render_preview(ct, geo, np.full(geo.shape, 0.5, dtype=np.float32))
