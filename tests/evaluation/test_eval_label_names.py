@@ -209,3 +209,37 @@ def test_no_class_name_in_common_is_an_error_listing_both_sides(real_ct, tmp_pat
     with pytest.raises(SupremError, match="no class name in common") as exc:
         evaluate(ref, pred, ref_labels="liver=6,spleen=1", pred_labels="Liver=6,Spleen=1")
     assert "name liver, spleen" in str(exc.value) and "name Liver, Spleen" in str(exc.value)
+
+
+def test_suprem_predict_run_report_names_the_classes_and_evaluation_matches_them(real_ct, tmp_path):
+    """The issue's demo mistake end to end: a model whose label 1 is liver (softmax, liver=1, spleen=2) predicts a
+    real CT; its reference numbers spleen 1 and liver 6. run_report.json names the prediction's classes, so
+    liver is scored against liver with no option given, and -l liver=1 is refused."""
+    from suprem_nn.inference import predict
+    from tests.inference.helpers import make_model_folder, tiny_plan
+
+    plan = tiny_plan(multilabel=False, classes=("liver", "spleen"), spacing=(12.0, 12.0, 12.0), mirror_axes=())
+    model = make_model_folder(tmp_path / "results", plan)
+    inp = tmp_path / "imagesTs"
+    inp.mkdir()
+    shutil.copyfile(real_ct / SM / "ct.nii.gz", inp / f"{SM}_0000.nii.gz")
+    pred = tmp_path / "predictions"
+    predict(inp, pred, model_folder=model, folds=[0], progress=False)
+    report = json.loads((pred / "run_report.json").read_text())
+    assert report["labels"] == {"liver": 1, "spleen": 2}
+
+    ref = tmp_path / "Dataset1_X" / "labelsTs"
+    ref.mkdir(parents=True)
+    shutil.copyfile(real_ct / SM / "seg_btcv13.nii.gz", ref / f"{SM}.nii.gz")
+    (ref.parent / "dataset.json").write_text(json.dumps({"labels": {"background": 0, **{n: i + 1 for i, n in
+                                                                                         enumerate(BTCV13)}}}))
+    s = evaluate(ref, pred)
+    assert s["settings"]["classes_matched_by"] == "name"
+    assert s["settings"]["prediction_label_source"] == str(pred / "run_report.json")
+    assert list(s["mean"]) == ["spleen", "liver"]
+    liver = s["cases"][SM]["classes"]["liver"]
+    assert liver["label"] == 6 and liver["prediction_label"] == 1 and liver["n_ref"] == 38634
+    pred_map, _ = read_image(pred / f"{SM}.nii.gz")
+    assert liver["n_pred"] == int((pred_map == 1).sum())
+    with pytest.raises(SupremError, match="liver=1 where the file has liver=6"):
+        evaluate(ref, pred, labels="liver=1,spleen=2")
