@@ -140,3 +140,25 @@ def test_bad_spacing_and_tolerance_are_rejected():
         m.surface_dice(a, np.roll(a, 1, 0), (1, 0, 1))
     with pytest.raises(ValueError, match="tolerance"):
         m.surface_dice(a, np.roll(a, 1, 0), (1, 1, 1), -1)
+
+
+def test_renumbered_prediction_and_nsd_at_one_voxel():
+    """A prediction numbering the classes differently scores like the same numbering, given pred_classes; NSD at
+    one voxel of the coarsest axis forgives the one-slice shift that NSD@1mm counts wrong (80/112 above)."""
+    a = cube()
+    ref = a.astype(np.uint8) * 6                      # "liver" is 6 in the reference ...
+    pred = np.roll(a, 1, axis=2).astype(np.uint8) * 5  # ... and 5 in the prediction, shifted one 3 mm voxel
+    spacing = (1.0, 1.0, 3.0)
+    tol = m.one_voxel_tolerance_mm(spacing)
+    assert tol == 3.0 and m.one_voxel_tolerance_mm((0.8, 0.8, 2.5)) == 2.5
+    res = m.evaluate_label_maps(ref, pred, {"liver": 6}, spacing, 1.0, pred_classes={"liver": 5},
+                                extra_tolerances_mm={"nsd_1voxel": tol})["liver"]
+    assert res["dice"] == pytest.approx(96 / 128) and res["nsd"] == pytest.approx(80 / 112)
+    assert res["nsd_1voxel"] == 1.0 and (res["tp"], res["n_ref"], res["n_pred"]) == (48, 64, 64)
+    # without pred_classes the reference's value 6 is looked for in the prediction: nothing there
+    blind = m.evaluate_label_maps(ref, pred, {"liver": 6}, spacing, 1.0)["liver"]
+    assert blind["dice"] == 0.0 and blind["n_pred"] == 0
+    c = m.counts_for(m.label_map_counts(ref, pred), 6, 5)
+    assert (c.tp, c.n_ref, c.n_pred) == (48, 64, 64)
+    assert m.surface_dices_in_box(a, np.roll(a, 1, axis=2), spacing, [0.0, 1.0, 3.0]) == pytest.approx(
+        [72 / 112, 80 / 112, 1.0])
