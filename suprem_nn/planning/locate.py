@@ -30,6 +30,7 @@ def find_plan(dataset: str, plan_name: Optional[str] = None) -> tuple[Path, Plan
     folder = dataset_preprocessed_folder(dataset)
     plans = list_plans(dataset)
     if not plans:
+        _raise_if_not_a_dataset(dataset)
         raise PlanError(f"no plans for dataset '{dataset}'; run suprem_plan_and_preprocess -d {dataset} first",
                         folder)
     if plan_name is None:
@@ -41,3 +42,44 @@ def find_plan(dataset: str, plan_name: Optional[str] = None) -> tuple[Path, Plan
         raise PlanError(f"no plan '{plan_name}' for dataset '{dataset}' (found: {', '.join(plans)}); "
                         f"run suprem_plan_and_preprocess with the matching --pretrained/--network", folder)
     return folder / plan_name, Plan.load(folder / plan_name / "plans.json")
+
+
+def _raise_if_not_a_dataset(dataset: str) -> None:
+    """When nothing is planned for ``dataset``, tell "this is not a dataset" apart from "plan it first".
+
+    "run suprem_plan_and_preprocess first" is only good advice for something that is a raw dataset; for a
+    file, a missing folder, a folder of other things or an unknown name it would send the user in circles.
+    """
+    from ..datasets.abdomenatlas import is_abdomenatlas_folder
+    from ..datasets.nnunet import is_nnunet_folder
+    from ..paths import raw_root
+
+    usage = ("give a dataset name (Dataset101_Liver), its numeric id (101) or a raw dataset folder (nnU-Net "
+             "layout with dataset.json, or AbdomenAtlas CASE/ct.nii.gz)")
+    if "/" in dataset or "\\" in dataset:
+        path = Path(dataset).expanduser()
+        if not path.exists():
+            raise DatasetError(f"not a dataset: no such file or folder; {usage}", path)
+        if not path.is_dir():
+            raise DatasetError(f"not a dataset: this is a file; {usage}", path)
+        if not (is_nnunet_folder(path) or is_abdomenatlas_folder(path)):
+            raise DatasetError(f"not a dataset folder: it holds no dataset.json or imagesTr/ (nnU-Net) and no "
+                               f"CASE/ct.nii.gz (AbdomenAtlas); {usage}", path)
+        return
+    raw, preprocessed = raw_root(), preprocessed_root()
+    if dataset_folder(raw, dataset).is_dir() or dataset_folder(preprocessed, dataset).is_dir():
+        return  # a raw dataset (or an unfinished cache) of that name: planning it is the way on
+    planned = sorted(d.name for d in preprocessed.iterdir() if d.is_dir() and any(
+        (q / "plans.json").is_file() for q in d.iterdir() if q.is_dir())) if preprocessed.is_dir() else []
+    found = sorted(d.name for d in raw.iterdir() if d.is_dir() and not d.name.startswith(".")) \
+        if raw.is_dir() else []
+    raise DatasetError(f"no dataset '{dataset}': planned datasets under {preprocessed}: "
+                       f"{_names(planned)}; raw datasets under {raw}: {_names(found)} (SUPREM_PREPROCESSED and "
+                       f"SUPREM_RAW set these folders)")
+
+
+def _names(names: list[str], limit: int = 20) -> str:
+    if not names:
+        return "none"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
