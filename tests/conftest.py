@@ -1,7 +1,9 @@
 """Shared fixtures: the real CT cases in ../shared and builders that arrange them into dataset layouts.
 
 Tests that need ../shared skip with a reason when it is absent; with
-``SUPREM_REQUIRE_SHARED=1`` (set by .ci/run) they fail instead.
+``SUPREM_REQUIRE_SHARED=1`` (set by .ci/run) they fail instead. Tests that need an optional part (the optional
+package dynamic-network-architectures, the nnU-Net peer venv, an inference engine) call :func:`require_optional` /
+:func:`optional_part_missing`: skipped with the reason, failed under ``SUPREM_REQUIRE_OPTIONAL=1`` (set by .ci/run).
 """
 from __future__ import annotations
 
@@ -32,6 +34,24 @@ def _require_shared() -> Path:
             pytest.fail(reason + "; SUPREM_REQUIRE_SHARED=1 makes it mandatory")
         pytest.skip(reason)
     return REAL_CT
+
+
+def optional_part_missing(reason: str) -> None:
+    """Skip the test because an optional part is missing (``reason`` says which); fail instead in CI
+    (``SUPREM_REQUIRE_OPTIONAL=1``), where every optional part is installed and must be tested."""
+    if os.environ.get("SUPREM_REQUIRE_OPTIONAL") == "1":
+        pytest.fail(reason + "; SUPREM_REQUIRE_OPTIONAL=1 makes it mandatory")
+    pytest.skip(reason)
+
+
+def require_optional(module: str, purpose: str):
+    """Import and return the optional package ``module`` that ``purpose`` needs, or skip/fail with the reason."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        optional_part_missing(f"{purpose} needs the optional package {module} ({exc})")
 
 
 @pytest.fixture(scope="session")

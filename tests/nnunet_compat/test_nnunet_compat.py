@@ -4,7 +4,8 @@ A tiny nnU-Net v2 model is planned, preprocessed and trained for one epoch of tw
 the test, with the peer venv's own console scripts (see tests/nnunet_compat/peer.py). The plan is edited
 before preprocessing so that the comparison covers nnU-Net's harder geometry paths: a non-identity
 transpose_forward and an anisotropic target spacing (separate-z resampling with order 0 on the way in and
-out). Skipped with the reason when no nnU-Net peer venv is installed.
+out). Skipped with the reason when no nnU-Net peer venv or no dynamic-network-architectures is installed
+(failed instead under SUPREM_REQUIRE_OPTIONAL=1, as in CI).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import optional_part_missing, require_optional
 
 from .peer import NnunetRoots, peer_available
 
@@ -38,9 +41,10 @@ def _tiny_plan(plans: dict) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, real_ct):
+    require_optional("dynamic_network_architectures", "suprem_predict --nnunet-model")
     reason = peer_available()
     if reason:
-        pytest.skip(reason)
+        optional_part_missing(reason)
     real = real_ct
     roots = NnunetRoots(tmp_path_factory.mktemp("nnunet"))
     roots.make_dataset(951, "TinyRealCT", {c: (real / c / "ct.nii.gz", real / c / "seg_btcv13.nii.gz")
