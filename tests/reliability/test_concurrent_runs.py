@@ -100,7 +100,9 @@ def test_second_prediction_starting_while_the_first_writes(real_ct, tmp_path, ti
     assert not _temporaries(out)
     reference = tmp_path / "reference"
     assert cli("predict", *args[:2], "-o", reference, *args[4:], env=command_env()).returncode == 0
-    for i in range(6):
-        got, geo = read_image(out / f"case{i}.nii.gz")
-        want, want_geo = read_image(reference / f"case{i}.nii.gz")
-        assert geo == want_geo and np.array_equal(got, want)
+    labels = sorted(p.name for p in reference.glob("*.nii.gz"))
+    assert len(labels) == 6 and sorted(p.name for p in out.glob("*.nii.gz")) == labels
+    for name in labels:
+        got, geo = read_image(out / name)
+        want, want_geo = read_image(reference / name)
+        assert geo == want_geo and np.array_equal(got, want), name
