@@ -240,6 +240,15 @@ def test_two_torchrun_nodes_c10d_kill_rank0_then_continue_exactly(shared, tmp_pa
     assert not (fold / "checkpoint_final.pth").exists()
     assert 1 <= killed_at < 3
 
+    # restarted without --continue: rank 0 refuses to overwrite the run, and every rank on both nodes stops
+    # with that one line instead of waiting for rank 0 until the process-group timeout
+    port = free_port()
+    logs = [tmp_path / f"refused{n}.log" for n in (0, 1)]
+    nodes = [_launch(_node(n, port), args, shared["env"], results, logs[n]) for n in (0, 1)]
+    assert [_finish(n) for n in nodes] != [0, 0]
+    refusal = "suprem_train: error: " + str(fold) + ": this fold already has checkpoints; add --continue"
+    assert [log.read_text().count(refusal) for log in logs] == [1, 1]
+
     port = free_port()
     nodes = [_launch(_node(n, port), [*args, "--continue"], shared["env"], results, tmp_path / f"node{n}.log")
              for n in (0, 1)]
@@ -251,3 +260,36 @@ def test_two_torchrun_nodes_c10d_kill_rank0_then_continue_exactly(shared, tmp_pa
     assert sorted(p.name for p in results.rglob("training_log.txt")) == ["training_log.txt"]
     assert sorted(p.name for p in results.rglob("progress.png")) == ["progress.png"]
     _assert_same_final_weights(fold, shared["ref"])
+
+
+def test_ranks_come_from_the_torchrun_environment(monkeypatch):
+    """LOCAL_RANK picks the GPU, RANK the data slice; a launcher without LOCAL_RANK gets RANK % LOCAL_WORLD_SIZE."""
+    from suprem_nn.errors import SupremError
+    from suprem_nn.training.distributed import from_environment
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    assert from_environment() is None
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    info = from_environment()
+    assert (info.rank, info.world_size, info.local_rank, info.local_world_size, info.is_main) == (3, 4, 1, 2, False)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert from_environment().local_rank == 0
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(SupremError, match="RANK=4 is outside 0..WORLD_SIZE-1"):
+        from_environment()
+    monkeypatch.setenv("RANK", "one")
+    with pytest.raises(SupremError, match="RANK='one' must be an integer"):
+        from_environment()
+
+
+def test_local_rank_beyond_the_visible_gpus_is_one_error(monkeypatch):
+    from suprem_nn.errors import SupremError
+    from suprem_nn.training.trainer import pick_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda", 1) == torch.device("cuda", 1)
+    assert pick_device("cuda:1", 0) == torch.device("cuda", 1)
+    with pytest.raises(SupremError, match=r"local rank 1 needs GPU 2, but this node sees 2; run at most 1 "):
+        pick_device("cuda:1", 1)
