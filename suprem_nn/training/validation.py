@@ -28,7 +28,10 @@ SUMMARY = "summary.json"
 
 
 def validate_fold(trainer) -> dict:
-    """Predict and score the fold's validation cases with ``trainer``'s network; returns the summary."""
+    """Predict and score the fold's validation cases with ``trainer``'s network; returns the summary.
+
+    Every rank calls it (a collective under DDP) and gets the whole summary; rank 0 alone writes summary.json.
+    """
     from ..evaluation.report import json_safe
     from ..inference import Predictor
 
