@@ -61,10 +61,12 @@ def real_ct() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_roots(tmp_path, monkeypatch):
+def _isolated_roots(tmp_path, tmp_path_factory, monkeypatch):
     """Every test gets its own raw/preprocessed/results roots, never the user's home."""
     for env, sub in (("SUPREM_RAW", "raw"), ("SUPREM_PREPROCESSED", "preprocessed"), ("SUPREM_RESULTS", "results")):
         monkeypatch.setenv(env, str(tmp_path / "roots" / sub))
+    # Compiled OpenVINO models: one cache for the session (tests that build the same network convert it once).
+    monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path_factory.getbasetemp() / "engine_cache"))
 
 
 def make_nnunet_dataset(root: Path, name: str = "Dataset101_RealCT", cases=None, label_file="seg_btcv13.nii.gz",

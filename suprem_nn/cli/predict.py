@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="force float32 (default: bfloat16 autocast on CUDA and on CPUs with native bfloat16, "
                            "which changes about 0.01%% of the voxels; see documentation/prediction.md)")
     prec.add_argument("--bf16", action="store_true", help="force bfloat16 autocast (also on CPUs that emulate it)")
+    p.add_argument("--engine", choices=["torch", "openvino"], default=None,
+                   help="what runs the network pass (default: openvino on the CPU when installed, torch otherwise "
+                        "or when OpenVINO cannot convert the model; see documentation/prediction.md, Engines)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last_3d memory format for the network (default: where measured faster)")
     p.add_argument("--save-probabilities", action="store_true",
@@ -85,7 +88,8 @@ def _body(args: argparse.Namespace) -> int:
                       per_class=args.per_class, classes=classes, fast=args.fast, postprocess=args.postprocess,
                       num_workers=args.num_workers, overwrite=args.overwrite, bf16=args.bf16, fp32=args.fp32,
                       channels_last=args.channels_last, statistics=args.statistics, preview=args.preview,
-                      progress=not args.quiet, nnunet_model=args.nnunet_model, part=args.part)
+                      progress=not args.quiet, nnunet_model=args.nnunet_model, part=args.part,
+                      engine=args.engine)
     done = len(summary.cases)
     print(f"suprem_predict: {done} case(s) predicted, {len(summary.skipped)} already done, "
           f"{len(summary.failures)} failed; report: {summary.report_path}", file=sys.stderr)

@@ -29,6 +29,7 @@ from ..errors import SupremError
 from ..io.image_io import image_ending, read_image
 from ..utils.atomic import remove_stale_temporaries
 from .cases import Case, find_cases
+from .engines import prepare_engine
 from .parts import merge_part_files, parse_part, part_suffix, select_part
 from .precision import choose_precision
 from .predictor import Predictor
@@ -55,7 +56,7 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
             fast: bool = False, postprocess: Optional[str] = None, num_workers: int = 1, overwrite: bool = False,
             bf16: bool = False, fp32: bool = False, channels_last: Optional[bool] = None,
             windows_per_batch: Optional[int] = None, statistics: bool = False, preview: bool = False,
-            progress: bool = True, nnunet_model=None, part=None) -> RunSummary:
+            progress: bool = True, nnunet_model=None, part=None, engine: Optional[str] = None) -> RunSummary:
     """Predict every case of ``input`` (file, image folder, DICOM folder or AbdomenAtlas folder) into ``output``.
 
     Model source, exactly one of: ``model_folder`` (plans.json + fold_k/), ``dataset`` (+ ``plan``; resolved
@@ -68,7 +69,9 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
     with native bfloat16, float32 elsewhere (nnU-Net models: float32 on every CPU, to reproduce nnU-Net);
     ``bf16`` / ``fp32`` force one (:mod:`suprem_nn.inference.precision`); ``channels_last`` None picks the
     measured faster memory layout. ``part`` ``"K/N"`` or ``(K, N)`` predicts only the K-th of N shares of the
-    cases (:mod:`suprem_nn.inference.parts`). Returns a :class:`RunSummary`; see the module docstring for resuming.
+    cases (:mod:`suprem_nn.inference.parts`). ``engine`` runs the network pass: ``"torch"``, ``"openvino"`` (CPU
+    only), or None: OpenVINO on the CPU when installed, else torch with one logged line saying why
+    (:mod:`suprem_nn.inference.engines`). Returns a :class:`RunSummary`; see the module docstring for resuming.
     """
     from .models import load_model_folder, load_suprem_released, resolve_dataset_model, suprem_direct_defaults
 
@@ -82,7 +85,8 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
     if nnunet_model is not None:
         return _predict_nnunet(input, output, nnunet_model, folds, checkpoint_name, device, step_size, disable_tta,
                                save_probabilities, per_class, classes, fast, postprocess, num_workers, overwrite,
-                               bf16, fp32, channels_last, windows_per_batch, statistics, preview, progress, part)
+                               bf16, fp32, channels_last, windows_per_batch, statistics, preview, progress, part,
+                               engine)
     if dataset is not None and plan is None:  # -d without -p: the configuration cross-validation chose, if any
         from .chosen import predict_with_instructions
         from .instructions import find_instructions
@@ -95,7 +99,7 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
                 "--postprocess": postprocess, "--statistics": statistics, "--preview": preview, "--part": part},
                 checkpoint_name=checkpoint_name, device=device, step_size=step_size, disable_tta=disable_tta,
                 num_workers=num_workers, bf16=bf16, fp32=fp32, channels_last=channels_last,
-                windows_per_batch=windows_per_batch)
+                windows_per_batch=windows_per_batch, engine=engine)
     folds = (0,) if folds is None else folds
     t_load = time.perf_counter()
     if released is not None:
@@ -113,6 +117,10 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
         the_plan, networks = load_model_folder(folder, folds, checkpoint_name)
     dev = torch.device(device) if device else torch.device("cpu")
     autocast, channels_last = choose_precision(dev, the_plan.network, bf16, fp32, channels_last)
+    networks, engine_report = prepare_engine(networks, engine, dev, [1, the_plan.num_inputs, *the_plan.patch_size],
+                                             autocast)
+    if engine_report["name"] != "torch":
+        channels_last = False  # a torch memory layout; OpenVINO chooses its own
     if windows_per_batch is None:
         windows_per_batch = 4 if dev.type == "cuda" else 1
     predictor = Predictor(the_plan, networks, device=device, step_size=0.5 if step_size is None else step_size,
@@ -124,13 +132,15 @@ def predict(input, output, model_folder=None, *, dataset: Optional[str] = None, 
     return run_prediction(predictor, input, output, per_class=per_class, save_probabilities=save_probabilities,
                           num_workers=num_workers, overwrite=overwrite, statistics=statistics, preview=preview,
                           progress=progress, part=part, extra_report={"model_load_seconds": round(load_seconds, 3),
+                                                           "engine": engine_report,
                                                            "fast": fast, "source": _source_text(
                                                                model_folder, dataset, plan, suprem, checkpoint)})
 
 
 def _predict_nnunet(input, output, folder, folds, checkpoint_name, device, step_size, disable_tta,
                     save_probabilities, per_class, classes, fast, postprocess, num_workers, overwrite, bf16, fp32,
-                    channels_last, windows_per_batch, statistics, preview, progress, part=None) -> RunSummary:
+                    channels_last, windows_per_batch, statistics, preview, progress, part=None,
+                    engine=None) -> RunSummary:
     """``predict`` for an nnU-Net v2 model folder (see :mod:`suprem_nn.inference.nnunet`)."""
     from .nnunet_model import NnunetPredictor, load_nnunet_model
 
@@ -144,6 +154,11 @@ def _predict_nnunet(input, output, folder, folds, checkpoint_name, device, step_
     # 99.73-99.96 % agreement with nnUNetv2_predict, against 99.99 % in float32; documentation/nnunet_models.md).
     autocast, channels_last = choose_precision(dev, None, bf16, fp32 or (dev.type == "cpu" and not bf16),
                                                channels_last)
+    patch = [int(p) for p in model.configuration["patch_size"]]
+    model.networks, engine_report = prepare_engine(model.networks, engine, dev, [1, model.num_inputs, *patch],
+                                                   autocast)
+    if engine_report["name"] != "torch":
+        channels_last = False
     predictor = NnunetPredictor(model, device=device, step_size=0.5 if step_size is None else step_size,
                                 use_mirroring=not disable_tta,
                                 windows_per_batch=windows_per_batch or (4 if dev.type == "cuda" else 1),
@@ -153,6 +168,7 @@ def _predict_nnunet(input, output, folder, folds, checkpoint_name, device, step_
                           num_workers=num_workers, overwrite=overwrite, statistics=statistics, preview=preview,
                           progress=progress, part=part,
                           extra_report={"model_load_seconds": round(time.perf_counter() - t_load, 3),
+                                        "engine": engine_report,
                                                            "source": f"nnU-Net model folder {folder} folds "
                                                                      f"{','.join(model.folds)}"})
 

@@ -1,0 +1,161 @@
+"""Which engine runs the network pass (``torch`` or ``openvino``), and setting it up with its fallbacks.
+
+Only the network call changes: :func:`prepare_engine` returns modules with the torch network's call signature
+for the plan's fixed window, and the sliding window, mirroring, fold ensembling and export stay the same.
+
+Default (``engine=None``): OpenVINO on the CPU when it is installed, torch elsewhere. When the default engine
+cannot be used (not installed, a conversion or compilation failure, an unsupported operator, outputs that do
+not match torch's) one line says what happened and torch runs instead. ``engine="openvino"`` given explicitly
+raises :class:`EngineError` instead, so a user who asked for it is never silently given something else.
+
+Compiled models come from :mod:`suprem_nn.inference.engine_cache` when present; otherwise the network is
+converted, its f32 output checked against torch on one sample window, compiled, and stored there.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import SupremError
+
+__all__ = ["ENGINES", "EngineError", "choose_engine", "prepare_engine", "openvino_problem"]
+
+log = logging.getLogger("suprem_nn.predict")
+
+ENGINES = ("torch", "openvino")
+# Largest |OpenVINO f32 - torch| logit difference accepted when a conversion is checked, relative to the
+# largest |logit| (at least 1). Measured differences are 1e-6 .. 6e-4 absolute on SuPreM's backbones;
+# a wrong conversion (e.g. running statistics instead of batch statistics) is off by O(1).
+CHECK_TOLERANCE = 1e-3
+
+
+class EngineError(SupremError):
+    """The requested engine cannot run this model here."""
+
+
+def openvino_problem() -> Optional[str]:
+    """None when OpenVINO can be imported, else why not (one line)."""
+    try:
+        from .openvino_engine import import_openvino
+
+        import_openvino()
+    except ImportError as exc:
+        return f"OpenVINO is not installed ({exc}; pip install openvino)"
+    return None
+
+
+def choose_engine(engine: Optional[str], device: torch.device) -> tuple[str, bool]:
+    """``(engine name, explicit)`` for the ``engine`` argument (None = the default) on ``device``."""
+    if engine is not None:
+        if engine not in ENGINES:
+            raise EngineError(f"unknown engine '{engine}' (choose: {', '.join(ENGINES)})")
+        if engine == "openvino" and device.type != "cpu":
+            raise EngineError(f"--engine openvino runs on the CPU, not on '{device}'; use --device cpu or "
+                              "--engine torch")
+        return engine, True
+    return ("openvino" if device.type == "cpu" else "torch"), False
+
+
+def prepare_engine(networks: Sequence[nn.Module], engine: Optional[str], device: torch.device,
+                   input_shape: Sequence[int], autocast_dtype: Optional[torch.dtype]) -> tuple[list, dict]:
+    """``(networks to run, report)`` for ``engine`` (None = default) on windows of ``input_shape`` = (1, C, *patch).
+
+    ``autocast_dtype`` is the torch precision decision (:mod:`suprem_nn.inference.precision`): bfloat16 becomes
+    OpenVINO's bf16 inference precision, None its f32. The report goes into run_report.json under "engine".
+    """
+    name, explicit = choose_engine(engine, device)
+    if name == "torch":
+        return list(networks), {"name": "torch"}
+    problem = openvino_problem()
+    if problem is None:
+        try:
+            return _openvino_networks(networks, input_shape, autocast_dtype)
+        except Exception as exc:  # noqa: BLE001 - a third-party converter may raise anything; see fallback below
+            problem = f"OpenVINO could not convert the network ({_first_line(exc)})"
+    if explicit:
+        raise EngineError(f"--engine openvino: {problem}")
+    # The default engine must never stop a prediction that torch can do: one line, then torch.
+    log.warning("%s; using the torch engine instead", problem)
+    return list(networks), {"name": "torch", "fallback_from": "openvino", "fallback_reason": problem}
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def _openvino_networks(networks, input_shape, autocast_dtype) -> tuple[list, dict]:
+    from . import engine_cache as cache
+    from .openvino_engine import (OpenVINONetwork, compile_model, compiled_precision, convert_network,
+                                  export_compiled, import_compiled, openvino_version)
+    from .sliding_window import network_uses_batch_statistics
+
+    precision = "bf16" if autocast_dtype == torch.bfloat16 else "f32"
+    threads = torch.get_num_threads()
+    version = openvino_version()
+    report = {"name": "openvino", "version": version, "precision_requested": precision, "cache": [],
+              "convert_seconds": 0.0, "load_seconds": 0.0, "cache_folder": str(cache.engine_cache_root())}
+    wrapped = []
+    for net in networks:
+        t0 = time.perf_counter()
+        key = cache.cache_key(cache.network_fingerprint(net), input_shape, precision, version)
+        blob, status = cache.read_entry(key)
+        compiled = None
+        if blob is not None:
+            try:
+                compiled = import_compiled(blob, precision, threads)
+            except Exception:  # noqa: BLE001 - an unreadable blob of any kind is rebuilt, never fatal
+                status = "corrupt"
+        entry = {"status": status}
+        if compiled is None:
+            compiled, entry["check_max_abs_diff"] = _convert_and_check(net, input_shape, precision, threads,
+                                                                       convert_network, compile_model)
+            entry["status"] = "rebuilt" if status == "corrupt" else "converted"
+            entry["convert_seconds"] = round(time.perf_counter() - t0, 3)
+            report["convert_seconds"] += time.perf_counter() - t0
+            blob = export_compiled(compiled)
+            try:
+                cache.write_entry(key, blob)
+            except OSError as exc:  # a read-only or full disk costs the next run a conversion, not this one
+                log.warning("could not store the compiled model in %s (%s); the next run converts again",
+                            cache.engine_cache_root(), exc.strerror or exc)
+        else:
+            entry["load_seconds"] = round(time.perf_counter() - t0, 3)
+            report["load_seconds"] += time.perf_counter() - t0
+        entry["file"] = str(cache.entry_path(key))
+        entry["megabytes"] = round(len(blob) / 2 ** 20, 1)
+        report["cache"].append(entry)
+        wrapped.append(OpenVINONetwork(compiled, input_shape, network_uses_batch_statistics(net),
+                                       compiled_precision(compiled)))
+    report["precision"] = wrapped[0].precision
+    report["convert_seconds"] = round(report["convert_seconds"], 3)
+    report["load_seconds"] = round(report["load_seconds"], 3)
+    return wrapped, report
+
+
+def _convert_and_check(net, input_shape, precision, threads, convert_network, compile_model):
+    """Convert ``net``, check its f32 logits against torch's on one sample window, compile at ``precision``."""
+    from .openvino_engine import OpenVINONetwork
+
+    model = convert_network(net, input_shape)
+    checked = compile_model(model, "f32", threads)
+    sample = torch.randn([int(s) for s in input_shape], generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        was_training = net.training
+        net.eval()
+        try:
+            reference = net(sample).float()
+        finally:
+            net.train(was_training)
+        ours = OpenVINONetwork(checked, input_shape, False, "f32")(sample)
+    diff = float((ours - reference).abs().max())
+    scale = max(1.0, float(reference.abs().max()))
+    if not diff <= CHECK_TOLERANCE * scale:  # also catches NaN
+        raise RuntimeError(f"converted outputs differ from torch's by {diff:.3g} (limit "
+                           f"{CHECK_TOLERANCE * scale:.3g})")
+    compiled = checked if precision == "f32" else compile_model(model, precision, threads)
+    return compiled, float(f"{diff:.3g}")

@@ -1,0 +1,157 @@
+"""The OpenVINO engine: one network converted for one fixed window shape, called like the torch module.
+
+:class:`OpenVINONetwork` takes ``(B, C, *patch)`` float32 windows and returns ``(B, K, *patch)`` float32
+logits, so :func:`suprem_nn.inference.sliding_window_predict` drives it exactly as it drives the torch network;
+only the network pass changes. It is compiled for one window (batch 1) and runs batch members one by one,
+which is what the CPU predictor feeds it anyway, and what batch-statistics networks need.
+
+Conversion traces the eval-mode torch module with ``openvino.convert_model`` at the fixed input shape.
+SuPreM's U-Net normalises with the statistics of the window in eval mode (``BatchStatsBatchNorm3d`` calls
+``batch_norm(training=True)``); the trace records that call as it is, so the converted model keeps the
+behaviour. The fixed shape also makes Swin UNETR's window partition trace to static reshapes.
+
+OpenVINO's usage telemetry is switched off before OpenVINO is imported (:func:`import_openvino`).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["import_openvino", "openvino_version", "convert_network", "compile_model", "import_compiled",
+           "export_compiled", "compiled_precision", "OpenVINONetwork", "PRECISIONS"]
+
+# suprem_nn precision name -> OpenVINO INFERENCE_PRECISION_HINT
+PRECISIONS = {"f32": "f32", "bf16": "bf16"}
+# OpenVINO's model-conversion modules that send usage events through a module-level ``tm``.
+_TELEMETRY_USERS = ("openvino.tools.ovc.main", "openvino.tools.ovc.convert_impl", "openvino.tools.ovc.telemetry_utils",
+                    "openvino.tools.ovc.utils")
+
+
+def import_openvino():
+    """The ``openvino`` module, with its usage telemetry off; raises ImportError when it is not installed.
+
+    ``openvino.convert_model`` sends usage events unless a consent file in the user's home says no. Making the
+    ``openvino_telemetry`` package unimportable in this process turns every sender into OpenVINO's own no-op
+    stub (its fallback when the package is absent), without writing anything into the user's home.
+    """
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # an import of it now raises ImportError
+    import openvino
+
+    _silence_loaded_telemetry()
+    return openvino
+
+
+def _silence_loaded_telemetry() -> None:
+    """Point the conversion modules at the no-op stub, also when openvino_telemetry was imported before us."""
+    try:
+        stub = importlib.import_module("openvino.tools.ovc.telemetry_stub")
+        for name in _TELEMETRY_USERS:
+            module = importlib.import_module(name)
+            if getattr(module, "tm", stub) is not stub:
+                module.tm = stub
+    except ImportError:  # an OpenVINO without the conversion tools sends nothing from them either
+        pass
+
+
+def openvino_version() -> str:
+    """The installed OpenVINO runtime version (part of the cache key)."""
+    return import_openvino().get_version()
+
+
+def convert_network(network: nn.Module, input_shape: Sequence[int]):
+    """``openvino.Model`` of the eval-mode ``network`` for windows of exactly ``input_shape`` = (1, C, *patch)."""
+    ov = import_openvino()
+    shape = [int(s) for s in input_shape]
+    # A fixed normal sample: conversion only records operations, but degenerate inputs (all zeros) could make a
+    # data-dependent branch, if a network had one, take an unusual path while tracing.
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The tracer warns about every Python-level shape check; at a fixed shape they are constants.
+            warnings.simplefilter("ignore")
+            from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+
+            # check_trace=False: torch's trace check re-runs the network twice and compares (two thirds of the
+            # conversion time); the engine checks the converted model's logits against torch's instead.
+            decoder = TorchScriptPythonDecoder(network, example_input=example, trace_kwargs={"check_trace": False})
+            return ov.convert_model(decoder, input=[tuple(shape)])
+    finally:
+        network.train(was_training)
+
+
+def _config(precision: str, threads: int) -> dict:
+    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+            # the thread count torch was given (OMP_NUM_THREADS, torch.set_num_threads) also bounds OpenVINO
+            "INFERENCE_NUM_THREADS": max(1, int(threads))}
+
+
+def compile_model(model, precision: str, threads: int):
+    """An ``openvino.CompiledModel`` of ``model`` on the CPU at ``precision`` ("f32" or "bf16")."""
+    ov = import_openvino()
+    return ov.Core().compile_model(model, "CPU", _config(precision, threads))
+
+
+def import_compiled(blob: bytes, precision: str, threads: int):
+    """A compiled model back from the bytes of ``CompiledModel.export_model()``."""
+    import io
+
+    ov = import_openvino()
+    return ov.Core().import_model(io.BytesIO(blob), "CPU", _config(precision, threads))
+
+
+def export_compiled(compiled) -> bytes:
+    """The bytes :func:`import_compiled` reads back (``export_model`` gives a BytesIO in recent versions)."""
+    blob = compiled.export_model()
+    return blob if isinstance(blob, bytes) else blob.getvalue()
+
+
+def compiled_precision(compiled) -> str:
+    """The precision the CPU plugin actually runs (it keeps f32 where the CPU lacks bf16)."""
+    try:
+        value = compiled.get_property("INFERENCE_PRECISION_HINT")
+    except RuntimeError:
+        return "unknown"
+    return value.get_type_name() if hasattr(value, "get_type_name") else str(value).lower()
+
+
+class OpenVINONetwork(nn.Module):
+    """A compiled OpenVINO model behind the call signature of the torch network it came from.
+
+    Args:
+        compiled: ``openvino.CompiledModel`` for one ``(1, C, *patch)`` float32 window.
+        input_shape: that window shape.
+        uses_batch_statistics: copied from the torch network, so the sliding window keeps one window per call.
+        precision: what the compiled model runs in ("f32" / "bf16"), for reports.
+    """
+
+    def __init__(self, compiled, input_shape: Sequence[int], uses_batch_statistics: bool, precision: str):
+        super().__init__()
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.uses_batch_statistics = bool(uses_batch_statistics)
+        self.precision = precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != len(self.input_shape) or tuple(x.shape[1:]) != self.input_shape[1:]:
+            raise ValueError(f"this OpenVINO model was compiled for windows of shape {self.input_shape[1:]}, "
+                             f"got {tuple(x.shape)}")
+        outputs = []
+        for window in x.split(1):
+            array = window.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
+            # share_outputs=False copies the result: the request reuses its output buffer on the next call,
+            # while the sliding window keeps this window's logits (e.g. across mirror flips).
+            result = self.request.infer({0: array}, share_inputs=True, share_outputs=False)
+            outputs.append(torch.from_numpy(result[0]))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def extra_repr(self) -> str:
+        return f"input_shape={self.input_shape}, precision={self.precision}"

@@ -1,0 +1,141 @@
+"""The OpenVINO engine's compiled-model cache, its fallbacks to torch, the engine choice, and OpenVINO's
+telemetry kept off."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("openvino")
+
+from suprem_nn.inference import engine_cache, engines  # noqa: E402
+from suprem_nn.inference.engines import EngineError, prepare_engine  # noqa: E402
+from suprem_nn.networks import build_network  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CPU = torch.device("cpu")
+SHAPE = (1, 1, 32, 32, 32)
+
+
+def _network(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_network("segresnet", 1, 3, init_filters=8).eval()
+
+
+def _torch_logits(net, x):
+    with torch.inference_mode():
+        return net(x)
+
+
+def test_cache_hit_and_corrupt_entry_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
+    net = _network(seed=3)
+    shape = SHAPE
+    _, first = prepare_engine([net], "openvino", CPU, shape, None)
+    blob = Path(first["cache"][0]["file"])
+    assert first["cache"][0]["status"] == "converted" and blob.is_file() and blob.parent == tmp_path / "cache"
+
+    import suprem_nn.inference.openvino_engine as ove
+
+    def no_conversion(*a, **k):
+        raise AssertionError("converted although the cache holds this network")
+
+    with monkeypatch.context() as m:
+        m.setattr(ove, "convert_network", no_conversion)
+        (ov_net,), second = prepare_engine([net], "openvino", CPU, shape, None)
+    assert second["cache"][0]["status"] == "hit" and second["convert_seconds"] == 0
+    x = torch.randn(shape)
+    assert float((_torch_logits(ov_net, x) - _torch_logits(net, x)).abs().max()) <= 1e-3
+
+    # A truncated blob is rebuilt, not loaded and not fatal.
+    blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 3])
+    (ov_net,), third = prepare_engine([net], "openvino", CPU, shape, None)
+    assert third["cache"][0]["status"] == "rebuilt"
+    assert float((_torch_logits(ov_net, x) - _torch_logits(net, x)).abs().max()) <= 1e-3
+    assert engine_cache.read_entry(engine_cache.cache_key(engine_cache.network_fingerprint(net), shape, "f32",
+                                                          third["version"]))[1] == "hit"
+
+    # Other weights, another patch or another precision never reuse the entry.
+    other = _network(seed=4)
+    assert engine_cache.network_fingerprint(other) != engine_cache.network_fingerprint(net)
+    keys = {engine_cache.key_name(engine_cache.cache_key("f", s, p, "v"))
+            for s in (shape, (1, 1, 64, 64, 64)) for p in ("f32", "bf16")}
+    assert len(keys) == 4
+
+
+def _block_openvino(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+
+
+def test_missing_openvino_default_falls_back_with_one_line(monkeypatch, caplog):
+    _block_openvino(monkeypatch)
+    net = _network()
+    with caplog.at_level(logging.WARNING, logger="suprem_nn.predict"):
+        nets, report = prepare_engine([net], None, CPU, SHAPE, None)
+    assert nets == [net] and report["name"] == "torch" and report["fallback_from"] == "openvino"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "not installed" in lines[0] and "using the torch engine instead" in lines[0]
+    with pytest.raises(EngineError, match="--engine openvino: OpenVINO is not installed"):
+        prepare_engine([net], "openvino", CPU, SHAPE, None)
+
+
+def test_conversion_failure_default_falls_back_explicit_fails(monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
+    import suprem_nn.inference.openvino_engine as ove
+
+    def unsupported(*a, **k):
+        raise RuntimeError("OpenVINO does not support the operation aten::made_up\nlong converter log")
+
+    monkeypatch.setattr(ove, "convert_network", unsupported)
+    net = _network()
+    with caplog.at_level(logging.WARNING, logger="suprem_nn.predict"):
+        nets, report = prepare_engine([net], None, CPU, SHAPE, None)
+    assert nets == [net] and report["name"] == "torch"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert "aten::made_up" in lines[0] and "using the torch engine instead" in lines[0]
+    with pytest.raises(EngineError, match="could not convert.*aten::made_up"):
+        prepare_engine([net], "openvino", CPU, SHAPE, None)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("*.json"))
+
+
+def test_engine_choice_rules():
+    assert engines.choose_engine(None, CPU) == ("openvino", False)
+    assert engines.choose_engine(None, torch.device("cuda")) == ("torch", False)
+    assert engines.choose_engine("torch", CPU) == ("torch", True)
+    with pytest.raises(EngineError, match="runs on the CPU"):
+        engines.choose_engine("openvino", torch.device("cuda"))
+    with pytest.raises(EngineError, match="unknown engine"):
+        engines.choose_engine("tensorrt", CPU)
+
+
+_CONVERT = """
+import sys, torch
+if sys.argv[1] == "ours":
+    from suprem_nn.inference.openvino_engine import convert_network
+    convert_network(torch.nn.Conv3d(1, 1, 1), (1, 1, 8, 8, 8))
+else:
+    import openvino
+    openvino.convert_model(torch.nn.Conv3d(1, 1, 1), example_input=torch.zeros(1, 1, 8, 8, 8))
+"""
+
+
+def test_telemetry_stays_off(tmp_path):
+    """OpenVINO's converter creates a client id under $HOME/intel and queues usage events unless opted out;
+    through suprem_nn it does neither. (The plain call is the control that shows the check can fail.)"""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    for who in ("ours", "plain"):
+        home = tmp_path / who
+        home.mkdir()
+        r = subprocess.run([sys.executable, "-c", _CONVERT, who], env={**env, "HOME": str(home)},
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        made = sorted(p.name for p in (home / "intel").glob("*")) if (home / "intel").exists() else []
+        if who == "ours":
+            assert made == [], made
+        else:
+            assert "openvino_ga_cid" in made, made

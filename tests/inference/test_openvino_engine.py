@@ -1,0 +1,58 @@
+"""The OpenVINO engine on one window: f32 logits equal torch's for each backbone (small networks and windows keep
+each conversion to seconds; benchmarks/bench_engines.py measures SuPreM's full-size networks at 96^3)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("openvino")
+
+from suprem_nn.inference.engines import prepare_engine  # noqa: E402
+from suprem_nn.networks import build_network  # noqa: E402
+from suprem_nn.networks.unet3d import BatchStatsBatchNorm3d  # noqa: E402
+
+CPU = torch.device("cpu")
+SMALL = {"unet": {}, "segresnet": {"init_filters": 8}, "swinunetr": {"feature_size": 12}}
+# Swin UNETR needs 64^3: at 32^3 its bottleneck is 1 voxel, where instance normalisation is undefined.
+# 64^3 still pads stage 1 (32 -> 35) and stage 2 (16 -> 21) to whole 7^3 windows and shifts them.
+WINDOW = {"unet": 16, "segresnet": 32, "swinunetr": 64}
+
+
+def _network(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_network(name, 1, 3, **SMALL[name]).eval()
+
+
+def _torch_logits(net, x):
+    with torch.inference_mode():
+        return net(x)
+
+
+@pytest.mark.parametrize("name", ["unet", "segresnet", "swinunetr"])
+def test_window_logits_equal_torch(name, tmp_path, monkeypatch):
+    """f32 logits within 1e-3 of torch's on a fresh window (not the one the conversion checked)."""
+    monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))  # converted here, not found in a cache
+    net = _network(name)
+    if name == "unet":
+        # Running statistics unlike any window's: a conversion that used them instead of the window's own
+        # batch statistics (what SuPreM's U-Net does in eval) would be far off.
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-2, 2)
+                m.running_var.uniform_(0.2, 4)
+    shape = (1, 1) + (WINDOW[name],) * 3
+    (ov_net,), report = prepare_engine([net], "openvino", CPU, shape, None)
+    assert report["name"] == "openvino" and report["precision"] == "f32"
+    assert report["cache"][0]["status"] == "converted" and report["convert_seconds"] > 0
+    assert ov_net.uses_batch_statistics == (name == "unet")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+    ref = _torch_logits(net, x)
+    ours = _torch_logits(ov_net, x)
+    assert ours.shape == ref.shape and ours.dtype == torch.float32
+    assert float((ours - ref).abs().max()) <= 1e-3, float((ours - ref).abs().max())
+    assert float(ref.abs().max()) > 1e-2  # not a vacuous comparison of near-zero outputs
+    if name == "unet":
+        for m in net.modules():
+            if isinstance(m, BatchStatsBatchNorm3d):
+                m.batch_stats_in_eval = False
+        assert float((_torch_logits(net, x) - ours).abs().max()) > 0.1
