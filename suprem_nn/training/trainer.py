@@ -16,9 +16,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -29,7 +27,7 @@ import torch
 from ..errors import SupremError
 from ..networks.weights import resolve_pretrained_checkpoint
 from ..paths import results_root
-from ..utils.atomic import atomic_write_json, remove_stale_temporaries
+from ..utils.atomic import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
 from . import distributed as ddp
 from .checkpoint import (BEST, FINAL, LATEST, capture_rng_state, find_resume_checkpoint, load_checkpoint,
                          restore_rng_state, save_checkpoint, unwrap)
@@ -189,8 +187,8 @@ class Trainer:
                   # what the fold was trained on, kept with the model (suprem_export_backbone records it)
                   "train_cases": list(self.train_cases), "val_cases": list(self.val_cases)}
         atomic_write_json(self.folder / "config.json", record)
-        shutil.copyfile(self.plan_folder / "plans.json", self.model_folder / ".plans.json.tmp")
-        os.replace(self.model_folder / ".plans.json.tmp", self.model_folder / "plans.json")
+        # folds trained at once (--parallel-folds) share this file: a per-process temporary name, not a fixed one
+        atomic_write_bytes(self.model_folder / "plans.json", (self.plan_folder / "plans.json").read_bytes())
         if self.load_report is not None:
             self.log.line(str(self.load_report))
             if self.conventions_warning:
