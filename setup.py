@@ -30,6 +30,10 @@ setup(
         # progress.png and prediction previews.
         "matplotlib>=3.6",
         "tqdm>=4.60",
+        # The default CPU engine of suprem_predict (--engine openvino): 1.4-2.1x faster windows at float32-equal
+        # labels (documentation/prediction.md, Engines). Most users predict on a CPU, so it is part of the plain
+        # install (~180 MB, needs only numpy); without it prediction falls back to torch and says so.
+        "openvino>=2024",
     ],
     extras_require={
         # onnx and onnxruntime too: the ONNX export tests run the exported file (CI installs this extra).

@@ -81,7 +81,11 @@ def convert_network(network: nn.Module, input_shape: Sequence[int]):
 
             # check_trace=False: torch's trace check re-runs the network twice and compares (two thirds of the
             # conversion time); the engine checks the converted model's logits against torch's instead.
-            decoder = TorchScriptPythonDecoder(network, example_input=example, trace_kwargs={"check_trace": False})
+            try:
+                decoder = TorchScriptPythonDecoder(network, example_input=example,
+                                                   trace_kwargs={"check_trace": False})
+            except TypeError:  # an OpenVINO from before trace_kwargs: its default trace, check included
+                decoder = TorchScriptPythonDecoder(network, example_input=example)
             return ov.convert_model(decoder, input=[tuple(shape)])
     finally:
         network.train(was_training)
