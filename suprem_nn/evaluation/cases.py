@@ -72,6 +72,11 @@ def find_side(path: Union[str, os.PathLike], role: str) -> Side:
     return Side(path, discover_cases(path, role), path, False)
 
 
+# suprem_nn.inference.cases.SEG_SUFFIX (not imported: that package loads torch); tests/inference/test_output_names.py
+# evaluates suprem_predict's outputs of plain-named images, so the two cannot drift apart
+SEG_SUFFIX = "_seg"
+
+
 def pair_sides(ref: Side, pred: Side) -> tuple[dict, dict]:
     """The cases of both sides to match by id: a single case on one side meets its namesake on the other, and
     two single files are one case (named after the reference) whatever their names."""
@@ -79,9 +84,16 @@ def pair_sides(ref: Side, pred: Side) -> tuple[dict, dict]:
     if ref.single and pred.single:
         (rid, rsrc), (pid, psrc) = next(iter(refs.items())), next(iter(preds.items()))
         return {rid: rsrc}, {rid: CaseSource(rid, psrc.label_map, psrc.masks, psrc.folder)}
+    # suprem_predict names the label map of a plain-named image NAME_seg.nii.gz (inference/cases.py): it is the
+    # prediction of reference NAME when the reference side has NAME and no NAME_seg
+    for pid in [p for p in preds if p.endswith(SEG_SUFFIX)]:
+        rid = pid[: -len(SEG_SUFFIX)]
+        if rid in refs and pid not in refs and rid not in preds:
+            src = preds.pop(pid)
+            preds[rid] = CaseSource(rid, src.label_map, src.masks, src.folder)
     for one, other, role in ((ref, pred, "prediction"), (pred, ref, "reference")):
         if one.single and not other.single:
-            case_id = next(iter(one.cases))
+            case_id = next(iter(refs if one is ref else preds))   # after the NAME_seg renaming above
             if case_id not in other.cases:
                 raise SupremError(f"no {role} for case '{case_id}' ({one.path}); the {role} folder holds "
                                   f"{_preview(sorted(other.cases))}", other.path)

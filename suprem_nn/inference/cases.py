@@ -5,11 +5,18 @@ Inputs and the outputs that mirror them:
 =================================  ==============================================================
 input                              output
 =================================  ==============================================================
-one image file / DICOM folder      ``-o x.nii.gz``: that file; ``-o folder``: ``folder/<case>.nii.gz``
+one image file / DICOM folder      ``-o x.nii.gz``: that file; ``-o folder``: as in a folder below
 folder of images (``_0000``)       ``<out>/<case>.nii.gz`` (channels ``<case>_0000``, ``_0001``... grouped)
-folder of images (plain names)     ``<out>/<name>.nii.gz``, one case per file
+folder of images (plain names)     ``<out>/<name>_seg.nii.gz``, one case per file
+DICOM series folder ``NAME/``      ``<out>/NAME_seg.nii.gz``
 AbdomenAtlas folder (CASE/ct.*)    ``<out>/<CASE>/combined_labels.nii.gz`` + ``segmentations/<organ>.nii.gz``
 =================================  ==============================================================
+
+The rule: a label map's name never equals its image's. nnU-Net's ``CASE_0000.nii.gz -> CASE.nii.gz`` already
+differs (and nnU-Net users and tools rely on it), so it stays; every other image, whose own name carries no
+channel suffix, gets ``_seg`` (``ct.nii.gz -> ct_seg.nii.gz``), so a CT and its segmentation cannot be mistaken
+for each other once copied side by side. The case id (reports, previews, per-class folders) is the name without
+``_seg``. An output path that is the input itself, or an output folder that is the input folder, is refused.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from ..io.image_io import image_ending, is_dicom_folder, strip_ending
 
 _CHANNEL = re.compile(r"^(.+)_(\d{4})$")
 OUTPUT_ENDING = ".nii.gz"
+SEG_SUFFIX = "_seg"   # label maps of images named without nnU-Net's _0000 channel suffix: ct.nii.gz -> ct_seg.nii.gz
 
 
 @dataclass
@@ -49,10 +57,15 @@ def find_cases(input_path: str | Path, output_path: str | Path) -> list[Case]:
         if m:
             case_id = m.group(1)
         if image_ending(out):
+            if out.resolve() == inp.resolve():
+                raise SupremError("the output file is the input image; name another file for the label map", out)
             return [Case(case_id, [inp], out, out.parent)]
-        return [Case(case_id, [inp], out / f"{case_id}{OUTPUT_ENDING}", out)]
+        return [Case(case_id, [inp], out / f"{case_id}{'' if m else SEG_SUFFIX}{OUTPUT_ENDING}", out)]
     if image_ending(out):
         raise SupremError("input is a folder, so the output must be a folder, not an image file name", out)
+    if out.resolve() == inp.resolve():
+        raise SupremError("the output folder is the input folder; choose another one (label maps beside the images "
+                          "would be read as new cases by the next run)", out)
     atlas = sorted(p for p in inp.iterdir() if p.is_dir() and _atlas_ct(p) is not None)
     if atlas:
         return [Case(p.name, [_atlas_ct(p)], out / p.name / f"combined_labels{OUTPUT_ENDING}", out / p.name,
@@ -80,7 +93,7 @@ def find_cases(input_path: str | Path, output_path: str | Path) -> list[Case]:
                                   f"{len(chans) - 1:04d} without gaps", inp)
             cases.append(Case(cid, [f for _, f in chans], out / f"{cid}{OUTPUT_ENDING}", out))
         return cases
-    return [Case(s, [f], out / f"{s}{OUTPUT_ENDING}", out) for f, s in zip(files, stems)]
+    return [Case(s, [f], out / f"{s}{SEG_SUFFIX}{OUTPUT_ENDING}", out) for f, s in zip(files, stems)]
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -66,11 +66,15 @@ def predict_with_instructions(input, output, instructions: InferenceInstructions
         summary.failures += [f for f in s.failures if f not in summary.failures]
         member_reports[m.plan] = str(s.report_path)
     failed = {f["case"] for f in summary.failures}
+    # the members' files are named like the outputs (CASE.nii.gz, or NAME_seg.nii.gz for plain names: cases.py)
+    case_of = {_stem(c.output): c.case_id for c in find_cases(input, work)}
     if len(failed) < len(cases):  # ensemble the cases every member finished
         e = ensemble_folders([work / m.plan for m in instructions.members], output,
                              largest_component=instructions.largest_component, per_class=per_class,
-                             overwrite=overwrite, progress=progress, skip_cases=failed)
-        summary.cases, summary.skipped = [Path(c).parts[0] for c in e.cases], [Path(c).parts[0] for c in e.skipped]
+                             overwrite=overwrite, progress=progress,
+                             skip_cases=failed | {stem for stem, cid in case_of.items() if cid in failed})
+        summary.cases = [case_of.get(Path(c).parts[0], Path(c).parts[0]) for c in e.cases]
+        summary.skipped = [case_of.get(Path(c).parts[0], Path(c).parts[0]) for c in e.skipped]
     summary.report_path = report_dir / "run_report.json"
     atomic_write_json(summary.report_path, {
         "source": f"inference instructions {instructions.path}", "configuration": instructions.describe(),
@@ -85,4 +89,9 @@ def predict_with_instructions(input, output, instructions: InferenceInstructions
     elif save_probabilities:
         log.info("member predictions and probabilities kept in %s", work)
     return summary
+
+
+def _stem(path: Path) -> str:
+    """``ct_seg.nii.gz`` -> ``ct_seg``: the name ensemble_folders gives a case."""
+    return path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
 

@@ -78,13 +78,13 @@ def test_bad_case_is_reported_and_the_rest_complete(real_ct, tmp_path, model):
     (inp / "broken.nii.gz").write_bytes(data[: len(data) // 3])
     r = _run("-i", inp, "-o", tmp_path / "out", "-m", model, "--quiet")
     assert r.returncode == 1
-    assert (tmp_path / "out" / "good.nii.gz").is_file() and not (tmp_path / "out" / "broken.nii.gz").exists()
+    assert (tmp_path / "out" / "good_seg.nii.gz").is_file() and not (tmp_path / "out" / "broken_seg.nii.gz").exists()
     failed = [ln for ln in r.stderr.splitlines() if "failed:" in ln]
     assert len(failed) == 1 and "broken.nii.gz" in failed[0] and "Traceback" not in r.stderr
     # --debug adds the failed case's traceback; the other case is still predicted
     r = _run("-i", inp, "-o", tmp_path / "out_debug", "-m", model, "--quiet", "--debug")
     assert r.returncode == 1 and "Traceback" in r.stderr and "broken: traceback" in r.stderr
-    assert (tmp_path / "out_debug" / "good.nii.gz").is_file()
+    assert (tmp_path / "out_debug" / "good_seg.nii.gz").is_file()
 
 
 def test_single_truncated_file_gives_one_line_error(real_ct, tmp_path, model):
@@ -119,11 +119,11 @@ def test_killed_run_resumes_without_redoing_finished_cases(real_ct, tmp_path, mo
     mtimes = {f.name: f.stat().st_mtime_ns for f in done}
     r = _run("-i", inp, "-o", out, "-m", model, "--quiet")
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.glob("case*.nii.gz")) == [f"case{i}.nii.gz" for i in range(4)]
+    assert sorted(p.name for p in out.glob("case*.nii.gz")) == [f"case{i}_seg.nii.gz" for i in range(4)]
     assert all((out / n).stat().st_mtime_ns == t for n, t in mtimes.items())
     assert not list(out.glob(".tmp-*"))
     report = json.loads((out / "run_report.json").read_text())
-    assert sorted(report["cases_skipped"]) == sorted(n[: -len(".nii.gz")] for n in mtimes)
+    assert sorted(report["cases_skipped"]) == sorted(n[: -len("_seg.nii.gz")] for n in mtimes)
 
 
 def test_suprem_direct_inference_on_abdomenatlas_layout(real_ct, tmp_path, monkeypatch):

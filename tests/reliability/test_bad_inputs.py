@@ -33,14 +33,14 @@ def test_predict_folder_of_broken_images(real_ct, tmp_path, tiny_model):
     out = tmp_path / "out"
     r = cli("predict", "-i", inp, "-o", out, "-m", tiny_model, "--quiet")
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert read_image(out / "good.nii.gz")[0].shape == (122, 101, 30)  # the good case completed
+    assert read_image(out / "good_seg.nii.gz")[0].shape == (122, 101, 30)  # the good case completed
     n = len(READ_WORDS)
     assert f"1 case(s) predicted, 0 already done, {n} failed" in r.stderr
     failed = {ln.split(": ")[2]: ln for ln in r.stderr.splitlines() if ln.startswith("suprem_predict: failed: ")}
     assert set(failed) == set(READ_WORDS)
     for name, words in READ_WORDS.items():
         assert str(inp / f"{name}.nii.gz") in failed[name] and words in failed[name], failed[name]
-        assert not (out / f"{name}.nii.gz").exists()
+        assert not (out / f"{name}_seg.nii.gz").exists()
     report = json.loads((out / "run_report.json").read_text())
     assert {f["case"] for f in report["failures"]} == set(READ_WORDS) and report["cases_predicted"] == ["good"]
 

@@ -78,14 +78,14 @@ def test_full_disk_during_prediction(real_ct, small_disk, tmp_path, tiny_model):
     for i in range(3):
         shutil.copyfile(real_ct / SM / "ct.nii.gz", inp / f"case{i}.nii.gz")
     out = small_disk / "out"
-    assert cli("predict", "-i", inp / "case0.nii.gz", "-o", out / "case0.nii.gz", "-m", tiny_model,
+    assert cli("predict", "-i", inp / "case0.nii.gz", "-o", out / "case0_seg.nii.gz", "-m", tiny_model,
                "--quiet").returncode == 0
     before = digest(out)
     filler = fill(small_disk, 4 << 10)
 
     r = cli("predict", "-i", inp, "-o", out, "-m", tiny_model, "--quiet")
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert f"{out / 'case1.nii.gz'}: No space left on device" in r.stderr
+    assert f"{out / 'case1_seg.nii.gz'}: No space left on device" in r.stderr
     cases = lambda d: {k: v for k, v in d.items() if k != "run_report.json"}  # noqa: E731
     assert cases(digest(out)) == cases(before), "the finished case is intact and nothing else looks finished"
     assert not no_temporaries(small_disk)
@@ -97,7 +97,7 @@ def test_full_disk_during_prediction(real_ct, small_disk, tmp_path, tiny_model):
     r = cli("predict", "-i", inp, "-o", out, "-m", tiny_model, "--quiet")
     assert r.returncode == 0, r.stderr
     for i in range(3):
-        assert read_image(out / f"case{i}.nii.gz")[0].shape == (122, 101, 30)
+        assert read_image(out / f"case{i}_seg.nii.gz")[0].shape == (122, 101, 30)
     assert json.loads((out / "run_report.json").read_text())["cases_skipped"] == ["case0"]
 
 
@@ -117,10 +117,10 @@ def test_two_predictions_into_one_folder_at_once(real_ct, tmp_path, tiny_model):
         assert "Traceback" not in err, err
         assert rc == 0 or (rc == 1 and err.strip()), err  # success, or a clean message
     assert any(rc == 0 for rc, _ in results), results
-    assert sorted(p.name for p in out.glob("case*")) == [f"case{i}.nii.gz" for i in range(4)]
+    assert sorted(p.name for p in out.glob("case*")) == [f"case{i}_seg.nii.gz" for i in range(4)]
     for i in range(4):
-        got, geo = read_image(out / f"case{i}.nii.gz")
-        want, want_geo = read_image(reference / f"case{i}.nii.gz")
+        got, geo = read_image(out / f"case{i}_seg.nii.gz")
+        want, want_geo = read_image(reference / f"case{i}_seg.nii.gz")
         assert geo == want_geo and np.array_equal(got, want)
     assert not no_temporaries(out)
     json.loads((out / "run_report.json").read_text())  # whichever run wrote it last, it is whole
