@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
             dataset, pretrained=None if args.from_scratch else args.pretrained, network=args.from_scratch,
             num_processes=args.num_processes, shard=shard, verify=not args.no_verify, multilabel=multilabel,
             gpu_memory_gb=args.gpu_memory_gb, target_spacing=args.spacing, patch_size=args.patch_size,
-            batch_size=args.batch_size, plan_only=args.plan_only, progress=not args.quiet and sys.stderr.isatty(),
+            batch_size=args.batch_size, plan_only=args.plan_only, progress=not args.quiet,
             conventions=args.conventions or "nnunet")
         print(f"{dataset}: {len(result.processed)} cases processed, {len(result.skipped)} already done")
         if result.plan is not None:

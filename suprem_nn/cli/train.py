@@ -35,8 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default with --pretrained: $SUPREM_WEIGHTS/<file> or ~/suprem_nn_data/weights/<file>)")
     p.add_argument("--allow-unsafe-checkpoint", action="store_true", default=None,
                    help="allow unpickling a legacy weights file that plain tensors cannot describe (trusted files only)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--iterations-per-epoch", type=int)
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help="training length in epochs (default: the plan's training recipe, 200 for the SuPreM "
+                        "presets); the learning-rate schedule is stretched to it, and --continue with a new value "
+                        "extends or shortens a run")
+    p.add_argument("--iterations-per-epoch", type=int, metavar="N",
+                   help="training steps (batches) per epoch (default: the plan's recipe, 250 as nnU-Net); an epoch "
+                        "ends with validation, a checkpoint and a line in training_log.txt")
     p.add_argument("--val-iterations", type=int, help="validation batches per epoch for the pseudo-Dice (0: none)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-4 adamw_cosine, 1e-2 sgd_poly)")
     p.add_argument("--batch-size", type=int, help="patches per process and step (default: the plan's)")

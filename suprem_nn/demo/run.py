@@ -112,7 +112,6 @@ def run_demo(out: Optional[Path] = None, quick: bool = False, minutes: Optional[
     out.mkdir(parents=True, exist_ok=True)
     roots = {"SUPREM_RAW": out / "raw", "SUPREM_PREPROCESSED": out / "preprocessed", "SUPREM_RESULTS": out / "results"}
     env = {**os.environ, **{k: str(v) for k, v in roots.items()}}
-    extra = ["--quiet"] if quiet else []
     raw = roots["SUPREM_RAW"] / DATASET
     seconds: dict[str, float] = {}
     t_total = time.perf_counter()
@@ -134,14 +133,7 @@ def run_demo(out: Optional[Path] = None, quick: bool = False, minutes: Optional[
                                                                            f"{s.num_train + s.num_test})")))
     seconds["generate"] = time.perf_counter() - t
 
-    # 2. plan and preprocess
-    t = time.perf_counter()
-    _step(2, "plan and preprocess", ["suprem_plan_and_preprocess", "-d", DATASET, "--pretrained", BACKBONE,
-                                     "--spacing", *_nums(s.target_spacing), "--patch-size", *_nums(s.patch_size),
-                                     "--batch-size", str(s.batch_size), *extra], env, echo)
-    seconds["plan_and_preprocess"] = time.perf_counter() - t
-
-    # 3. train
+    # 3. (decided first: the commands of every step come from step_commands)
     weights = find_suprem_weights(BACKBONE)
     if weights is not None:
         init_flags = ["--pretrained", BACKBONE, "--pretrained-checkpoint", str(weights)]
@@ -149,6 +141,14 @@ def run_demo(out: Optional[Path] = None, quick: bool = False, minutes: Optional[
     else:
         init_flags = ["--from-scratch"]
         initialisation = "from scratch"
+    commands = step_commands(s, out, device, init_flags, quiet)
+
+    # 2. plan and preprocess
+    t = time.perf_counter()
+    _step(2, "plan and preprocess", commands["plan_and_preprocess"], env, echo)
+    seconds["plan_and_preprocess"] = time.perf_counter() - t
+
+    # 3. train
     t = time.perf_counter()
     echo("\n[3/5] train fold 0")
     if weights is None:
@@ -163,7 +163,7 @@ def run_demo(out: Optional[Path] = None, quick: bool = False, minutes: Optional[
          f"{step_seconds:.2f} s here: {epochs} epoch(s) x {s.iterations_per_epoch} steps, about "
          f"{_minutes(estimated_training_seconds(s, step_seconds, epochs))}"
          + f" (sized to a {budget:g}-minute budget; --minutes N changes it)")
-    config = out / "demo_training_config.json"
+    config = out / CONFIG_FILE
     atomic_write_json(config, {"epochs": epochs, "iterations_per_epoch": s.iterations_per_epoch,
                                "val_iterations": s.val_iterations, "lr": s.lr, "warmup_epochs": 1,
                                "schedule_step": "iteration", "num_workers": 1,
@@ -177,23 +177,18 @@ def run_demo(out: Optional[Path] = None, quick: bool = False, minutes: Optional[
     if fold_folder.exists():
         echo(f"      removing the previous demo run's {fold_folder}")
         shutil.rmtree(fold_folder)
-    _step(3, None, ["suprem_train", DATASET, "0", "--plan", PLAN, *init_flags, "--device", device,
-                    "--config", str(config), *extra], env, echo)
+    _step(3, None, commands["train"], env, echo)
     seconds["train"] = time.perf_counter() - t
 
     # 4. predict the held-out cases
     t = time.perf_counter()
     predictions = out / "predictions"
-    _step(4, "predict the held-out cases", [
-        "suprem_predict", "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", DATASET, "-p", PLAN,
-        "-f", "0", "--device", device, "--preview", "--overwrite", *([] if s.predict_tta else ["--disable-tta"]), *extra],
-        env, echo)
+    _step(4, "predict the held-out cases", commands["predict"], env, echo)
     seconds["predict"] = time.perf_counter() - t
 
     # 5. evaluate
     t = time.perf_counter()
-    _step(5, "evaluate against the test labels", ["suprem_evaluate", "-ref", str(raw / "labelsTs"),
-                                                   "-pred", str(predictions), *extra], env, echo)
+    _step(5, "evaluate against the test labels", commands["evaluate"], env, echo)
     seconds["evaluate"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t_total
 
@@ -208,6 +203,31 @@ def run_demo(out: Optional[Path] = None, quick: bool = False, minutes: Optional[
     atomic_write_json(out / "demo_summary.json", result.to_json())
     echo("\n" + report(result))
     return result
+
+
+CONFIG_FILE = "demo_training_config.json"
+
+
+def step_commands(s: DemoSettings, out: Path, device: str = "cpu", init_flags: Sequence[str] = ("--from-scratch",),
+                  quiet: bool = False) -> dict[str, list[str]]:
+    """The commands of steps 2-5 as the demo runs (and prints) them for settings ``s`` and output folder ``out``.
+
+    documentation/getting_started.md quotes them for :data:`FULL` with ``out`` = ``DIR``; tests/demo checks both
+    that the demo prints exactly these and that the page quotes them.
+    """
+    raw, predictions = Path(out) / "raw" / DATASET, Path(out) / "predictions"
+    extra = ["--quiet"] if quiet else []
+    return {
+        "plan_and_preprocess": ["suprem_plan_and_preprocess", "-d", DATASET, "--pretrained", BACKBONE,
+                                "--spacing", *_nums(s.target_spacing), "--patch-size", *_nums(s.patch_size),
+                                "--batch-size", str(s.batch_size), *extra],
+        "train": ["suprem_train", DATASET, "0", "--plan", PLAN, *init_flags, "--device", device,
+                  "--config", str(Path(out) / CONFIG_FILE), *extra],
+        "predict": ["suprem_predict", "-i", str(raw / "imagesTs"), "-o", str(predictions), "-d", DATASET, "-p", PLAN,
+                    "-f", "0", "--device", device, "--preview", "--overwrite",
+                    *([] if s.predict_tta else ["--disable-tta"]), *extra],
+        "evaluate": ["suprem_evaluate", "-ref", str(raw / "labelsTs"), "-pred", str(predictions), *extra],
+    }
 
 
 def report(r: DemoResult) -> str:
@@ -228,9 +248,43 @@ def report(r: DemoResult) -> str:
     lines += [f"  preview        {p}" for p in r.previews]
     lines += [f"  progress.png   {r.progress_png}",
               f"  metrics        {r.summary_json}",
-              f"  demo summary   {r.out / 'demo_summary.json'}",
-              "", "Your own data: documentation/getting_started.md (the same four commands on your dataset)."]
+              f"  demo summary   {r.out / 'demo_summary.json'}", ""]
+    lines += next_steps(r)
     return "\n".join(lines)
+
+
+# What a user copies after the demo. The file and folder names in them are placeholders a user replaces; the
+# demo test runs the first block as printed (with a real CT saved as MY_CT), so it cannot drift from what works.
+MY_CT = "my_ct.nii.gz"
+MY_OUTPUT = "my_ct_segmentation"
+MY_DATASET = "Dataset101_MyData"
+
+
+def next_steps(r: DemoResult) -> list[str]:
+    """The closing lines: the exact commands to segment one's own CT with the demo model (with the export line a new
+    shell needs to find it) and to start on one's own dataset."""
+    s = QUICK if r.quick else FULL
+    results = shlex.quote(str(r.out / "results"))
+    tta = [] if s.predict_tta else ["--disable-tta"]
+    predict = ["suprem_predict", "-i", MY_CT, "-o", MY_OUTPUT, "-d", DATASET, "-p", PLAN, "-f", "0", *tta,
+               "--preview"]
+    return [
+        "Next steps",
+        f"  Segment your own CT with the demo model ({MY_CT}: your CT, a NIfTI/NRRD/MHA file or a DICOM folder;",
+        f"  the label map is written to {MY_OUTPUT}/). In a new shell, the export line tells the command where the",
+        "  model is:",
+        f"    export SUPREM_RESULTS={results}",
+        "    " + " ".join(predict),
+        "  (the demo model learned synthetic phantoms: on a real CT it shows the workflow, not usable organs; for",
+        "  those use SuPreM's released model, suprem_predict -i CT -o OUT --suprem segresnet, or train on your data)",
+        "",
+        "  Start on your own dataset (nnU-Net raw layout or AbdomenAtlas, see documentation/getting_started.md),",
+        "  in a new shell (the roots then default to ~/suprem_nn_data/raw, preprocessed and results):",
+        f"    suprem_plan_and_preprocess -d /path/to/{MY_DATASET} --pretrained {BACKBONE}",
+        f"    suprem_train {MY_DATASET} 0 --pretrained {BACKBONE}        "
+        "# without the SuPreM weights file: --from-scratch",
+        f"    suprem_predict -i /path/to/new_scans -o /path/to/predictions -d {MY_DATASET} -f 0 --preview",
+    ]
 
 
 def find_suprem_weights(backbone: str = BACKBONE) -> Optional[Path]:

@@ -239,7 +239,7 @@ def run_prediction(predictor: Predictor, input, output, per_class: bool = False,
         # Said once, by the caller at the end (suprem_predict: failed: CASE: FILE: PROBLEM) and in
         # run_report.json; meanwhile the progress counts the failures.
         bar.set_postfix(failed=len(summary.failures))
-        log.debug("%s: %s: %s", case.case_id, entry["file"], entry["problem"], exc_info=exc)
+        log.debug("%s: traceback (--debug)", case.case_id, exc_info=exc)
 
     workers = max(0, int(num_workers))
     prep_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prep") if workers else None

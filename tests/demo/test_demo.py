@@ -1,24 +1,12 @@
 """suprem_demo: the --quick run goes through every real command and leaves the files a user is pointed at."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from suprem_nn.cli.demo import main
 from suprem_nn.demo.run import FULL, QUICK, epochs_for_budget, estimated_training_seconds, find_suprem_weights
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "out dir"   # a space in the path must survive the subprocesses
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "suprem_nn.cli.demo", "--quick", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=600)
-    return out, proc
+# quick_run (tests/demo/conftest.py): the one suprem_demo --quick run, shared with test_demo_docs.py
 
 
 def test_quick_demo_runs_every_step(quick_run):
