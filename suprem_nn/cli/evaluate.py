@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     if summary.get("warnings"):  # logged on stderr as they arose; point at them where the results are read
         print(f"{len(summary['warnings'])} warning(s) on stderr, also under 'warnings' in {summary['files']['summary']}")
     failed = summary.get("failed_cases") or {}
-    if failed:  # each was logged as it happened; repeat them together at the end, where users look
+    if failed:  # each failure once, here at the end where users look (the library only logs them at debug level)
         print(f"suprem_evaluate: {len(failed)} case(s) failed (listed under 'failed_cases' in "
               f"{summary['files']['summary']}):", file=sys.stderr)
         for message in failed.values():

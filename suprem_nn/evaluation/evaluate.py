@@ -112,8 +112,8 @@ def evaluate_folder(reference_dir: PathLike, prediction_dir: PathLike, labels: L
     if not results:
         first = next(iter(failed.values()))
         raise SupremError(first if len(failed) == 1 else f"all {len(failed)} cases failed; the first: {first}")
-    for message in failed.values():
-        log.error("failed: %s", message)
+    for message in failed.values():  # said once, by suprem_evaluate at the end; the summary lists them too
+        log.debug("failed: %s", message)
     summary = build_summary(results, match, ref_side.path, pred_side.path, tol, missing_pred, missing_ref,
                             time.perf_counter() - t0)
     checks = data_checks(summary, match)

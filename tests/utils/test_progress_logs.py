@@ -163,3 +163,25 @@ def test_predict_log_in_a_file(real_ct, tmp_path):
                         "image)"], text
     assert "sitk::" not in text and "ITK" not in text and "Traceback" not in text
     assert (tmp_path / "out" / "abdomen.nii.gz").is_file()
+
+
+def test_evaluate_says_a_bad_prediction_once(real_ct, tmp_path):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    ref.mkdir()
+    pred.mkdir()
+    seg = real_ct / "ts_abdomen_sm_3mm" / "seg_btcv13.nii.gz"
+    for case in ("good", "bad"):
+        shutil.copyfile(seg, ref / f"{case}.nii.gz")
+    shutil.copyfile(seg, pred / "good.nii.gz")
+    (pred / "bad.nii.gz").write_bytes(b"not an image " * 100)
+    log = tmp_path / "evaluate.log"
+    with open(log, "w") as f:   # a real process: in pytest's own process the log records would be captured
+        rc = subprocess.call([sys.executable, "-m", "suprem_nn.cli.evaluate", "-ref", str(ref), "-pred", str(pred),
+                              "-l", "liver=6", "-o", str(tmp_path / "eval")], stdout=f, stderr=f,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    text = log.read_text()
+    assert rc == 1, text
+    mentions = [ln for ln in text.splitlines() if "bad.nii.gz" in ln]
+    assert len(mentions) == 1, text
+    assert mentions[0].startswith(f"suprem_evaluate: failed: {pred / 'bad.nii.gz'}: cannot read image (no image "
+                                  "reader recognises its contents"), mentions
