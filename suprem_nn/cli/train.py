@@ -45,12 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-iterations", type=int, help="validation batches per epoch for the pseudo-Dice (0: none)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-4 adamw_cosine, 1e-2 sgd_poly)")
     p.add_argument("--batch-size", type=int, help="patches per process and step (default: the plan's)")
-    p.add_argument("--recipe", choices=["adamw_cosine", "sgd_poly"])
+    p.add_argument("--recipe", choices=["adamw_cosine", "sgd_poly"],
+                   help="optimiser and schedule: adamw_cosine (SuPreM's fine-tuning: AdamW, warm-up then cosine; "
+                        "the default) or sgd_poly (nnU-Net's: SGD momentum 0.99 Nesterov, polynomial decay)")
     p.add_argument("--freeze-encoder-epochs", type=int, help="keep the pretrained encoder frozen for N epochs")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--num-gpus", type=int, help="data-parallel processes on this node (torchrun sets its own)")
     p.add_argument("--num-workers", type=int, help="data-loading processes per training process (0: in-process)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="random seed of weights, sampling and augmentation (default 12345)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     p.add_argument("--no-final-validation", dest="final_validation", action="store_false", default=None,
                    help="skip the sliding-window validation of whole cases at the end")
