@@ -79,6 +79,7 @@ def _raise_if_not_a_dataset(dataset: str) -> None:
 
 
 def _names(names: list[str], limit: int = 20) -> str:
+    """``a, b, c and 4 more`` (or ``none``) for an error message."""
     if not names:
         return "none"
     more = f" and {len(names) - limit} more" if len(names) > limit else ""

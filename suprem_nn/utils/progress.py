@@ -53,13 +53,15 @@ def format_seconds(seconds: float) -> str:
 
 
 def _format_amount(value: float, unit: str, unit_scale: bool) -> str:
+    """A count as is, or with ``unit_scale`` in binary prefixes (``1.5 MiB``)."""
     if not unit_scale:
         return f"{int(value)}"
-    for prefix in ("", "Ki", "Mi", "Gi", "Ti"):
-        if abs(value) < 1024 or prefix == "Ti":
-            return f"{value:.0f} {prefix}{unit}" if prefix == "" else f"{value:.1f} {prefix}{unit}"
+    prefixes = ("", "Ki", "Mi", "Gi", "Ti")
+    step = 0
+    while abs(value) >= 1024 and step < len(prefixes) - 1:
         value /= 1024.0
-    return f"{value:.1f} {unit}"  # pragma: no cover - the loop always returns
+        step += 1
+    return f"{value:.0f} {unit}" if step == 0 else f"{value:.1f} {prefixes[step]}{unit}"
 
 
 class Progress:
@@ -128,7 +130,7 @@ class Progress:
             return
         self.postfix.update(values)
         if self._bar is not None:
-            self._bar.set_postfix({k: v for k, v in self.postfix.items()}, refresh=False)
+            self._bar.set_postfix(dict(self.postfix), refresh=False)
 
     def write(self, text: str) -> None:
         """Print ``text`` on its own line without breaking a bar."""

@@ -87,6 +87,8 @@ def test_bytes_and_unknown_totals(clock):
         bar.update(2 ** 20)
     assert out.getvalue().splitlines()[0] == \
         "download x.pth: 1.0 MiB of 4.0 MiB (25%), elapsed 0:00:02, ETA 0:00:06"
+    assert progress_module._format_amount(512, "B", True) == "512 B"
+    assert progress_module._format_amount(3 * 2 ** 30, "B", True) == "3.0 GiB"
     out = io.StringIO()
     list(track(iter(range(3)), "post-processing", stream=out))
     assert out.getvalue().splitlines() == ["post-processing: 1 case(s), elapsed 0:00:00"]
