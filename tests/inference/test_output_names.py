@@ -72,3 +72,28 @@ def test_predict_ct_nii_gz_then_evaluate_pairs_it(real_ct, tmp_path):
     # one file against the folder of references, too
     assert evaluate(ref, out / "ct_seg.nii.gz", ref_labels="liver=6,spleen=1",
                     output_dir=tmp_path / "eval1")["num_cases"] == 1
+
+
+def test_the_chosen_configuration_names_its_outputs_by_the_same_rule(real_ct, tmp_path):
+    """suprem_predict -d with inference_instructions.json: members and ensemble follow the rule, and the run's
+    case ids stay the image names."""
+    from suprem_nn.inference.chosen import predict_with_instructions
+    from suprem_nn.inference.instructions import InferenceInstructions, Member
+    from suprem_nn.paths import results_root
+
+    plans = []
+    for name in ("tiny_a", "tiny_b"):
+        plan = tiny_plan(spacing=(12.0, 12.0, 12.0), mirror_axes=())
+        plan.plan_name = name
+        make_model_folder(results_root(), plan, seed=len(plans))
+        plans.append(plan)
+    instructions = InferenceInstructions(plans[0].dataset_name, [Member(p.plan_name, [0]) for p in plans], "sigmoid",
+                                         ["liver", "spleen"], [1, 2], largest_component=["liver"])
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    shutil.copyfile(real_ct / SM / "ct.nii.gz", inp / "ct.nii.gz")
+    (inp / "broken.nii.gz").write_bytes(b"not an image " * 50)
+    summary = predict_with_instructions(inp, out, instructions, progress=False, num_workers=0)
+    assert summary.cases == ["ct"] and [f["case"] for f in summary.failures] == ["broken"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["ct_seg.nii.gz"]
+    assert read_geometry(out / "ct_seg.nii.gz") == read_geometry(inp / "ct.nii.gz")
