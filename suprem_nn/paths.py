@@ -50,3 +50,27 @@ def dataset_folder(root: Path, dataset: str) -> Path:
     else:
         hits = [f for f in folders if re.fullmatch(rf"Dataset\d{{3}}_{re.escape(dataset)}", f)]
     return root / hits[0] if len(hits) == 1 else root / dataset
+
+
+def trained_datasets(root: Path) -> dict[str, list[str]]:
+    """Dataset folder name -> its plans that hold a trained fold (``fold_*/checkpoint_*.pth``), under ``root``."""
+    found: dict[str, list[str]] = {}
+    if not root.is_dir():
+        return found
+    for ds in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        plans = [p.name for p in sorted(ds.iterdir()) if (p / "plans.json").is_file()
+                 and any(p.glob("fold_*/checkpoint_*.pth"))]
+        if plans:
+            found[ds.name] = plans
+    return found
+
+
+def trained_listing(root: Path, limit: int = 20) -> str:
+    """What -d can name instead, or why nothing (a new shell without the demo's export lines finds nothing)."""
+    found = trained_datasets(root)
+    if not found:
+        return (f"the results folder {root} holds no trained model (SUPREM_RESULTS sets it: export it as the "
+                "command that trained the model had it, e.g. the export lines suprem_demo prints)")
+    items = [f"{name} (plan {', '.join(plans)})" for name, plans in list(found.items())[:limit]]
+    more = f" and {len(found) - limit} more" if len(found) > limit else ""
+    return f"trained datasets in {root}: {', '.join(items)}{more}"

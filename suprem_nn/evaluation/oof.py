@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import SupremError
-from ..paths import dataset_folder, results_root
+from ..paths import dataset_folder, results_root, trained_listing
 from ..planning.plans import Plan
 from ..utils.json_file import read_json
 
@@ -38,7 +38,7 @@ class OofPlan:
 def results_dataset_folder(dataset: str) -> Path:
     folder = dataset_folder(results_root(), dataset)
     if not folder.is_dir():
-        raise SupremError(f"no trained models for dataset '{dataset}' (set SUPREM_RESULTS, or train first)", folder)
+        raise SupremError(f"no trained models for dataset '{dataset}'; {trained_listing(results_root())}", folder)
     return folder
 
 

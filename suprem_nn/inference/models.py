@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import SupremError
-from ..paths import dataset_folder, results_root
+from ..paths import dataset_folder, results_root, trained_listing
 from ..planning.plans import Normalization, Plan
 from ..utils.safe_load import load_weights_only
 
@@ -79,7 +79,7 @@ def resolve_dataset_model(dataset: str, plan_name: Optional[str] = None) -> Path
     """``<SUPREM_RESULTS>/<dataset folder>/<plan>``; ``dataset`` may be a full name or a numeric id."""
     folder = dataset_folder(results_root(), dataset)
     if not folder.is_dir():
-        raise ModelError(f"no trained models for dataset '{dataset}'; {_trained_listing(results_root())}", folder)
+        raise ModelError(f"no trained models for dataset '{dataset}'; {trained_listing(results_root())}", folder)
     plans = sorted(p.name for p in folder.iterdir() if (p / "plans.json").is_file())
     if plan_name is None:
         if len(plans) != 1:
@@ -90,30 +90,6 @@ def resolve_dataset_model(dataset: str, plan_name: Optional[str] = None) -> Path
     if plan_name not in plans:
         raise ModelError(f"no trained plan '{plan_name}' (found: {', '.join(plans) or 'none'})", folder)
     return folder / plan_name
-
-
-def trained_datasets(root: Path) -> dict[str, list[str]]:
-    """Dataset folder name -> its plans that hold a trained fold (``fold_*/checkpoint_*.pth``), under ``root``."""
-    found: dict[str, list[str]] = {}
-    if not root.is_dir():
-        return found
-    for ds in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        plans = [p.name for p in sorted(ds.iterdir()) if (p / "plans.json").is_file()
-                 and any(p.glob("fold_*/checkpoint_*.pth"))]
-        if plans:
-            found[ds.name] = plans
-    return found
-
-
-def _trained_listing(root: Path, limit: int = 20) -> str:
-    """What -d can name instead, or why nothing (a new shell without the demo's export lines finds nothing)."""
-    found = trained_datasets(root)
-    if not found:
-        return (f"the results folder {root} holds no trained model (SUPREM_RESULTS sets it: export it as the "
-                "command that trained the model had it, e.g. the export lines suprem_demo prints)")
-    items = [f"{name} (plan {', '.join(plans)})" for name, plans in list(found.items())[:limit]]
-    more = f" and {len(found) - limit} more" if len(found) > limit else ""
-    return f"trained datasets in {root}: {', '.join(items)}{more}"
 
 
 def suprem_direct_plan(backbone: str) -> Plan:

@@ -78,3 +78,7 @@ def test_predict_with_an_unknown_dataset_lists_the_trained_ones(tmp_path, capsys
         f"no trained models for dataset 'NoSuchDataset'; trained datasets in {results}: Dataset999_Tiny "
         "(plan tiny_segresnet)")
     assert os.listdir(tmp_path / "roots") == ["results"]      # nothing was created while failing
+    from suprem_nn.cli.find_best_configuration import main as select_main
+    assert select_main(["NoSuchDataset"]) == 1                # the other command that looks models up by name
+    assert _one_error_line(capsys, "suprem_find_best_configuration").endswith(
+        f"trained datasets in {results}: Dataset999_Tiny (plan tiny_segresnet)")
