@@ -14,14 +14,27 @@ from suprem_nn.planning.plans import Normalization, Plan
 from tests.inference.helpers import make_model_folder, tiny_plan
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread for torch and the runtimes: on a loaded 2-core machine two threads of these tiny networks spin
+    against each other and take several times longer."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _runtimes(path, window: np.ndarray) -> dict:
     """Logits of ``window`` from ONNX Runtime and from OpenVINO (f32 inference precision) reading the .onnx."""
     import onnxruntime as ort
     import openvino as ov
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                                      "INFERENCE_NUM_THREADS": 1})
     return {"onnxruntime": session.run(["logits"], {"image": window})[0], "openvino": compiled(window)[0]}
 
 
@@ -116,3 +129,24 @@ def test_bad_sources_are_one_line_naming_the_file(tmp_path, capsys):
     assert export_main(["-o", out]) == 1
     assert "nothing to export" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.onnx.json").exists()
+
+
+def test_released_segresnet_file_exports_with_the_direct_inference_recipe(tmp_path):
+    import onnxruntime as ort
+
+    from suprem_nn.networks import make_fake_released_checkpoint
+
+    released = make_fake_released_checkpoint("segresnet", tmp_path / "supremseg.pth", num_classes=32)
+    out = tmp_path / "suprem_segresnet.onnx"
+    assert export_main(["--checkpoint", str(released), "-o", str(out), "--no-verify", "--quiet"]) == 0
+    record = json.loads((tmp_path / "suprem_segresnet.onnx.json").read_text())
+    assert record["source"]["backbone"] == "segresnet" and record["verification"]["skipped"]
+    pre, win, outp = record["preprocessing"], record["sliding_window"], record["output"]
+    assert pre["orientation"] == "RAS" and pre["target_spacing_mm"] == [1.5, 1.5, 1.5]
+    assert pre["crop"]["threshold"] == -175.0 and pre["resampling"]["image_spline_order"] == 1
+    assert win["patch_size"] == [96, 96, 96] and win["step_size_default"] == 0.25 and win["mirror_axes"] == []
+    assert outp["activation"] == "sigmoid" and len(outp["classes"]) == 32
+    assert record["direct_inference_defaults"]["postprocess"] == "largest-component"
+    inputs = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()
+    assert [(i.name, i.shape) for i in inputs] == [("image", ["batch", 1, 96, 96, 96])]
+    assert export_main([str(tmp_path), "--suprem", "segresnet", "-o", str(out)]) == 1  # two sources
