@@ -72,7 +72,7 @@ def export_onnx(output: str | Path, model: Optional[str | Path] = None, *, fold:
     dynamic = None if batch_stats else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     with atomic_path(output, suffix=".onnx") as tmp:
         _torch_export(net, window, tmp, opset, dynamic, plan)
-        check = _verify(net, window, tmp) if verify else {"skipped": "not requested (--no-verify)"}
+        check = _verify(net, window, tmp, output) if verify else {"skipped": "not requested (--no-verify)"}
     record = _record(plan, net, output, opset, batch_stats, step_size, direct, source, check)
     atomic_write_json(onnx_record_path(output), record)
     return record
@@ -131,8 +131,9 @@ def _torch_export(net: nn.Module, window: torch.Tensor, path: Path, opset: int, 
                          f"{'x'.join(map(str, plan.patch_size))} (opset {opset}): {first}") from None
 
 
-def _verify(net: nn.Module, window: torch.Tensor, path: Path) -> dict:
-    """Largest |ONNX Runtime - torch| logit difference on ``window``, or why it was not measured."""
+def _verify(net: nn.Module, window: torch.Tensor, path: Path, output: Path) -> dict:
+    """Largest |ONNX Runtime - torch| logit difference on ``window`` run from ``path`` (the temporary file that
+    becomes ``output``, which errors name), or why it was not measured."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -144,11 +145,11 @@ def _verify(net: nn.Module, window: torch.Tensor, path: Path) -> dict:
     with torch.inference_mode():
         ref = net(window).float().numpy()
     if got.shape != ref.shape:
-        raise ModelError(f"the exported network returns shape {got.shape}, torch {ref.shape}", path)
+        raise ModelError(f"the exported network returns shape {got.shape}, torch {ref.shape}", output)
     diff = float(np.abs(got - ref).max())
     if not np.isfinite(diff) or diff > 1e-2:
         raise ModelError(f"the exported network disagrees with torch (max abs logit difference {diff:.3g} on a "
-                         "random window); please report this with the model folder", path)
+                         "random window); please report this with the model folder", output)
     return {"runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider", "window": "uniform random [0, 1)",
             "max_abs_logit_diff": diff}
 

@@ -150,3 +150,14 @@ def test_released_segresnet_file_exports_with_the_direct_inference_recipe(tmp_pa
     inputs = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()
     assert [(i.name, i.shape) for i in inputs] == [("image", ["batch", 1, 96, 96, 96])]
     assert export_main([str(tmp_path), "--suprem", "segresnet", "-o", str(out)]) == 1  # two sources
+
+
+def test_missing_onnx_package_is_one_line_with_the_install_command(tmp_path, monkeypatch, capsys):
+    import sys
+
+    folder = make_model_folder(tmp_path / "results", tiny_plan())
+    monkeypatch.setitem(sys.modules, "onnx", None)  # what an environment without the onnx package sees
+    assert export_main([str(folder), "-o", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs the onnx package" in err[0] and 'pip install -e ".[onnx]"' in err[0]
+    assert not list(tmp_path.glob("m.onnx*")) and not list(tmp_path.glob(".tmp-*"))
