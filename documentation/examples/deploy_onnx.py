@@ -186,7 +186,8 @@ def sliding_window(session, data: np.ndarray, meta: dict, step_size: float, mirr
 # ---------------------------------------------------------------------------------------- the case
 def segment(model: str, ct_path: str, out_path: str, step_size=None, mirroring=True, largest_component=False,
             threads: int = 0) -> np.ndarray:
-    meta = json.load(open(model + ".json", encoding="utf-8"))
+    with open(model + ".json", encoding="utf-8") as f:
+        meta = json.load(f)
     pre, out = meta["preprocessing"], meta["output"]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
