@@ -30,8 +30,9 @@ _OWNER = re.compile(r"\.@(\d+)@([^@/]*)@")
 
 
 def _host() -> str:
-    """This machine's name as it goes into temporary file names ('@' and '/' cannot appear in it)."""
-    return re.sub(r"[@/]", "_", socket.gethostname()) or "unknown"
+    """This machine's name as it goes into temporary file names: no '@' or '/', and at most 40 characters, so
+    that a long name of the final file still fits the 255-byte limit of a file name."""
+    return re.sub(r"[@/]", "_", socket.gethostname())[:40] or "unknown"
 
 
 def owner_tag() -> str:
