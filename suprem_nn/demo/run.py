@@ -111,7 +111,9 @@ def run_demo(out: Optional[Path] = None, quick: bool = False, minutes: Optional[
     out = Path(out or default_output_folder()).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     roots = {"SUPREM_RAW": out / "raw", "SUPREM_PREPROCESSED": out / "preprocessed", "SUPREM_RESULTS": out / "results"}
-    env = {**os.environ, **{k: str(v) for k, v in roots.items()}}
+    # The demo stays offline (its figures are from-scratch runs): it fine-tunes SuPreM only when the weights are
+    # already on disk, and its planning step does not download them.
+    env = {**os.environ, **{k: str(v) for k, v in roots.items()}, "SUPREM_OFFLINE": "1"}
     raw = roots["SUPREM_RAW"] / DATASET
     seconds: dict[str, float] = {}
     t_total = time.perf_counter()
@@ -152,8 +154,8 @@ def run_demo(out: Optional[Path] = None, quick: bool = False, minutes: Optional[
     t = time.perf_counter()
     echo("\n[3/5] train fold 0")
     if weights is None:
-        echo(f"      no SuPreM weights found: training from scratch (to fine-tune SuPreM instead, put "
-             f"{phantom_weights_name()} in ~/suprem_nn_data/weights/)")
+        echo(f"      no SuPreM weights found: training from scratch (to fine-tune SuPreM instead, run "
+             f"'suprem_download_weights {BACKBONE}' once, then run the demo again)")
     else:
         echo(f"      SuPreM weights found: fine-tuning from {weights}")
     step_seconds = measure_training_step(s, device)
@@ -293,11 +295,6 @@ def find_suprem_weights(backbone: str = BACKBONE) -> Optional[Path]:
     from ..networks.weights import weights_search_path
     name = load_preset(backbone)["checkpoint"]["file"]
     return next((p for p in weights_search_path(name) if p.is_file()), None)
-
-
-def phantom_weights_name() -> str:
-    from ..planning.presets import load_preset
-    return load_preset(BACKBONE)["checkpoint"]["file"]
 
 
 def measure_training_step(s: DemoSettings, device: str = "cpu", repeats: int = 5) -> float:
