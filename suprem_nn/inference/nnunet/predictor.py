@@ -76,6 +76,7 @@ class NnunetPlanInfo:
     target_spacing: list[float]
     patch_size: list[int]
     class_names: list[str] = field(default_factory=list)
+    label_values: list[int] = field(default_factory=list)   # the run report's class -> label value map
 
 
 class NnunetPredictor(StagedPrediction):
@@ -108,7 +109,8 @@ class NnunetPredictor(StagedPrediction):
         self.progress = progress
         arch = model.configuration.get("architecture", {}).get("network_class_name", "?")
         self.plan = NnunetPlanInfo(model.plans.get("dataset_name", ""), model.folder.name, arch.rpartition(".")[2],
-                                   self.prep.spacing, self.prep.patch_size, list(model.labels.names))
+                                   self.prep.spacing, self.prep.patch_size, list(model.labels.names),
+                                   list(model.labels.values))
 
     @classmethod
     def from_folder(cls, folder: str | Path, folds: Sequence = (0, 1, 2, 3, 4),
