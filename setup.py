@@ -14,7 +14,7 @@ setup(
     python_requires=">=3.9",
     install_requires=[
         # A range that the local CPU build 2.13.0 satisfies, so a venv that installed it first pulls nothing more.
-        "torch>=2.1,<2.15",
+        "torch>=2.5,<2.15",
         "numpy>=1.24",
         "scipy>=1.10",
         "SimpleITK>=2.2",
