@@ -116,7 +116,7 @@ def test_unicode_and_spaces_in_paths_work_end_to_end(real_ct, tmp_path):
     out = base / "sortie ü"
     r = cli("predict", "-i", inp, "-o", out, "-d", DATASET, "-f", "all", "--disable-tta", "--quiet", env=env)
     assert r.returncode == 0, r.stderr
-    pred, geo = read_image(out / "cas n°1.nii.gz")
+    pred, geo = read_image(out / "cas n°1_seg.nii.gz")
     assert geo == read_image(inp / "cas n°1.nii.gz")[1]
     ref = base / "référence"
     ref.mkdir()
@@ -164,7 +164,7 @@ def test_names_and_empty_folders(tmp_path, tiny_model, train_env):
         ("predict", ["-i", empty, "-o", tmp_path / "o", "-m", tiny_model], [str(empty), "no image files"]),
         ("evaluate", ["-ref", empty, "-pred", empty], [str(empty), "no reference segmentations"]),
         ("plan_and_preprocess", ["-d", empty], [str(empty), "dataset folder is empty"]),
-        ("train", ["Dataset555_Missing", "0"], ["Dataset555_Missing", "run suprem_plan_and_preprocess"]),
+        ("train", ["Dataset555_Missing", "0"], ["no dataset 'Dataset555_Missing'", "planned datasets"]),
     ]
     for command, args, words in checks:
         r = cli(command, *args, env=train_env)
