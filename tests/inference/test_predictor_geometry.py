@@ -37,7 +37,7 @@ def test_written_label_map_has_the_input_header_exactly(real_ct, tmp_path, case)
     src = real_ct / case / "ct.nii.gz"
     plan = tiny_plan(spacing=(3.0, 3.0, 3.0))
     summary = run_prediction(_predictor(plan=plan, use_mirroring=False), src, tmp_path / "out", progress=False)
-    out = tmp_path / "out" / "ct.nii.gz"
+    out = tmp_path / "out" / "ct_seg.nii.gz"  # inputs without _0000 get _seg (cases.py)
     assert summary.ok and summary.cases == ["ct"]
     assert _header(out) == _header(src)
     lab, geo = read_image(out)
