@@ -206,24 +206,6 @@ def test_distributed_validation_equals_single_process(shared, tmp_path, monkeypa
     assert "shared by" not in (single / "training_log.txt").read_text().split("--continue")[-1]
 
 
-def test_torchrun_restarts_after_rank1_is_killed_and_finishes_exactly(shared, tmp_path):
-    """SIGKILL rank 1 (not the writer) mid-run; torchrun --max-restarts 1 restarts both workers, which resume."""
-    results, log = tmp_path / "results", tmp_path / "torchrun.log"
-    fold = _fold(results)
-    run = _launch(_single_node("--max-restarts", "1"), [*TRAIN_ARGS, "--no-final-validation"], shared["env"],
-                  results, log)
-    try:
-        killed_at = _kill_rank_after_first_epoch(fold, [run], rank=1)
-    finally:
-        rc = _finish(run)
-    assert rc == 0, _tail(log)
-    assert 1 <= killed_at < 3
-    text = (fold / "training_log.txt").read_text()
-    assert "torchrun restarted the workers after a failure: continuing from the last checkpoint" in text
-    assert "--continue: resumed from checkpoint_" in text
-    _assert_same_final_weights(fold, shared["ref"])
-
-
 def test_two_torchrun_nodes_c10d_kill_rank0_then_continue_exactly(shared, tmp_path):
     """Two torchrun "nodes" (--nnodes 2, c10d rendezvous on 127.0.0.1) sharing one results folder."""
     results = tmp_path / "results"
