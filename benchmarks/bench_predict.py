@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,14 +34,17 @@ def bench_case(backbone: str, ckpt: Path, case: str, out: Path, args) -> dict:
         "import sys, json; sys.path.insert(0, %r)\n"
         "from suprem_nn.inference import predict\n"
         "s = predict(%r, %r, suprem=%r, checkpoint=%r, device=%r, step_size=%r, disable_tta=%r, bf16=%r,"
-        " channels_last=%r, overwrite=True, progress=False)\n"
+        " channels_last=%r, engine=%r, overwrite=True, progress=False)\n"
         "print(json.dumps(json.loads(open(s.report_path).read())))\n"
     ) % (str(REPO), str(REAL_CT / case / "ct.nii.gz"), str(out / f"{case}.nii.gz"), backbone, str(ckpt),
-         args.device, args.step_size, not args.tta, args.bf16, args.channels_last)
+         args.device, args.step_size, not args.tta, args.bf16, args.channels_last, args.engine)
+    t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-2000:])
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    report["wall_seconds"] = round(time.perf_counter() - t0, 2)  # process start, model load, conversion included
+    return report
 
 
 def bf16_cost(backbone: str, ckpt: Path, case: str, args) -> dict:
@@ -76,6 +80,9 @@ def main() -> int:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--bf16-check", action="store_true", help="measure fp32 vs bf16 differences")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--engine", default="torch", choices=["torch", "openvino"],
+                    help="what runs the network pass (OpenVINO converts once per run here: no shared cache)")
+    ap.add_argument("--keep", default=None, help="copy the label files here (to compare step sizes)")
     args = ap.parse_args()
 
     from suprem_nn.networks import make_fake_released_checkpoint
@@ -92,11 +99,15 @@ def main() -> int:
                 row = {"backbone": backbone, "case": case, **{k: t.get(k) for k in
                        ("read", "preprocess", "network", "export", "write")}, "sum_stages": round(total, 2),
                        "export_share": round((t.get("export", 0) + t.get("write", 0)) / total, 3),
-                       "peak_rss_mb": rep["peak_rss_mb"], "device": rep["device"], "settings": rep["settings"]}
+                       "peak_rss_mb": rep["peak_rss_mb"], "device": rep["device"], "settings": rep["settings"],
+                       "wall_seconds": rep["wall_seconds"], "engine": rep.get("engine")}
+                if args.keep:
+                    Path(args.keep).mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(tmp / "out" / f"{case}.nii.gz", Path(args.keep) / f"{backbone}_{case}.nii.gz")
                 results.append(row)
                 print(f"{backbone:10s} {case:28s} read {t.get('read'):6.2f}s  prep {t.get('preprocess'):6.2f}s  "
                       f"net {t.get('network'):7.2f}s  export {t.get('export'):6.2f}s  write {t.get('write'):5.2f}s  "
-                      f"peak {rep['peak_rss_mb']:.0f} MB", flush=True)
+                      f"peak {rep['peak_rss_mb']:.0f} MB  wall {rep['wall_seconds']:.1f}s", flush=True)
                 if args.bf16_check:
                     row["bf16_cost"] = bf16_cost(backbone, ckpt, case, args)
                     print("   bf16 cost:", row["bf16_cost"], flush=True)

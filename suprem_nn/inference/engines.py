@@ -157,5 +157,9 @@ def _convert_and_check(net, input_shape, precision, threads, convert_network, co
     if not diff <= CHECK_TOLERANCE * scale:  # also catches NaN
         raise RuntimeError(f"converted outputs differ from torch's by {diff:.3g} (limit "
                            f"{CHECK_TOLERANCE * scale:.3g})")
-    compiled = checked if precision == "f32" else compile_model(model, precision, threads)
-    return compiled, float(f"{diff:.3g}")
+    if precision == "f32":
+        return checked, float(f"{diff:.3g}")
+    # The f32 check model holds its own weights and activation buffers: free it before the bf16 one is built,
+    # so a first run's peak memory is not the sum of both.
+    del checked, ours
+    return compile_model(model, precision, threads), float(f"{diff:.3g}")
