@@ -28,7 +28,18 @@ _CHUNK = 1 << 22
 
 
 def nifti_file_problems(path: Path) -> list[str]:
-    """Problems of a NIfTI file that ITK would read without complaint; [] for other formats and good files."""
+    """Problems of a NIfTI file that ITK would read without complaint (truncated data, a zero voxel size).
+
+    Parameters
+    ----------
+    path : Path
+        Any image file.
+
+    Returns
+    -------
+    list of str
+        One message per problem; empty for other formats and for good files.
+    """
     path = Path(path)
     ending = image_ending(path.name)
     if ending not in (".nii", ".nii.gz") or not path.is_file():
@@ -116,7 +127,20 @@ def _gzip_length(path: Path) -> int:
 
 
 def grid_difference(reference: Geometry, other: Geometry) -> Optional[str]:
-    """How ``other``'s voxel grid differs from ``reference``'s, or None when they match within tolerance."""
+    """How ``other``'s voxel grid differs from ``reference``'s.
+
+    Parameters
+    ----------
+    reference, other : Geometry
+        Two grids (shape, spacing in mm, origin in mm, direction).
+
+    Returns
+    -------
+    str or None
+        What differs, in words with both values; None when shapes are equal and spacing (relative
+        ``SPACING_RTOL``), origin (``ORIGIN_TOL_VOXELS`` of the smallest voxel) and direction
+        (``DIRECTION_ATOL``) agree.
+    """
     if tuple(other.shape) != tuple(reference.shape):
         return f"shape {tuple(other.shape)} differs from {tuple(reference.shape)}"
     out = []
@@ -130,12 +154,45 @@ def grid_difference(reference: Geometry, other: Geometry) -> Optional[str]:
     return "; ".join(out) or None
 
 
+def require_same_grid(reference: Geometry, other: Geometry, path: Path, what: str) -> None:
+    """Raise when ``other`` is not on the voxel grid of ``reference``.
+
+    Parameters
+    ----------
+    reference, other : Geometry
+        The two grids (shape, spacing in mm, origin in mm, direction; array axes ``i, j, k``).
+    path : Path
+        The file ``other`` was read from, named in the error.
+    what : str
+        What is wrong, in the user's words (``"case X: label is not on the image grid"``).
+
+    Raises
+    ------
+    DatasetError
+        ``"<what>: <how the grids differ>"`` naming ``path``.
+    """
+    diff = grid_difference(reference, other)
+    if diff:
+        raise DatasetError(f"{what}: {diff}", path)
+
+
 def _fmt(values) -> str:
     return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
 
 
 def unique_values(arr: np.ndarray) -> np.ndarray:
-    """Sorted distinct values; uses a histogram for small non-negative integer ranges (much faster)."""
+    """Sorted distinct values of an array (a histogram for small non-negative integer ranges: much faster).
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        Any shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        1-D, sorted, ``arr``'s dtype.
+    """
     if arr.dtype.kind in "ui" and arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if lo >= 0 and hi < 1 << 16:
@@ -144,7 +201,18 @@ def unique_values(arr: np.ndarray) -> np.ndarray:
 
 
 def non_integer_values(arr: np.ndarray) -> np.ndarray:
-    """Distinct values of a float array that are not whole numbers ([] for integer dtypes)."""
+    """Distinct values of a float array that are not whole numbers.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        Any shape and dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        1-D, sorted; empty for integer and bool dtypes.
+    """
     if arr.dtype.kind not in "fc":
         return np.empty(0, dtype=arr.dtype)
     bad = arr[arr != np.round(arr)]
@@ -152,7 +220,20 @@ def non_integer_values(arr: np.ndarray) -> np.ndarray:
 
 
 def integer_label_values(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct values, distinct non-integer values) of a label array."""
+    """The values of a label array, and those that are not whole numbers.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        A label map, any shape.
+
+    Returns
+    -------
+    values : numpy.ndarray
+        Distinct values, sorted.
+    bad : numpy.ndarray
+        Distinct non-integer values (empty for a valid label map).
+    """
     bad = non_integer_values(arr)
     if bad.size:
         return np.unique(arr), bad
@@ -160,7 +241,17 @@ def integer_label_values(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def is_binary(arr: np.ndarray) -> bool:
-    """True when every voxel is 0 or 1 (any dtype)."""
+    """Whether a mask holds only 0 and 1.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        Any shape and dtype (bool is always binary).
+
+    Returns
+    -------
+    bool
+    """
     if arr.dtype.kind == "b":
         return True
     if arr.dtype.kind in "ui":
@@ -169,8 +260,26 @@ def is_binary(arr: np.ndarray) -> bool:
 
 
 def to_integer_labels(arr: np.ndarray, path: Path) -> np.ndarray:
-    """Integer label map: integer dtypes pass unchanged; floats holding whole numbers are cast to the smallest
-    integer type that holds them. Raises DatasetError naming the file for non-integer values."""
+    """A label array as integers.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        A label map ``(i, j, k)`` as read.
+    path : Path
+        Its file, named in errors.
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer dtypes unchanged, bool as uint8, floats holding whole numbers cast to the smallest integer type
+        that holds them.
+
+    Raises
+    ------
+    DatasetError
+        Non-integer values, or a range no integer type holds.
+    """
     if arr.dtype.kind in "ui":
         return arr
     if arr.dtype.kind == "b":
@@ -188,6 +297,19 @@ def to_integer_labels(arr: np.ndarray, path: Path) -> np.ndarray:
 
 
 def describe_values(values, limit: int = 8) -> str:
+    """Short text listing label values for messages: ``"0, 1, 2, ... (13 distinct)"``.
+
+    Parameters
+    ----------
+    values : iterable of int or float
+        The values (numpy scalars allowed), in the order to show.
+    limit : int
+        How many values to show before ``...``.
+
+    Returns
+    -------
+    str
+    """
     vals = [v.item() if hasattr(v, "item") else v for v in values]
     shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in vals[:limit])
     return shown + (f", ... ({len(vals)} distinct)" if len(vals) > limit else "")

@@ -19,8 +19,25 @@ def resolve_dataset_path(name_or_path: str | os.PathLike, raw_root: Optional[Pat
     An existing folder is used as it is. Otherwise ``name_or_path`` is a name looked up under ``raw_root``
     (default :func:`suprem_nn.paths.raw_root`, env ``SUPREM_RAW``): the exact folder name
     (``AbdomenAtlas``, ``Dataset101_RealCT``), a numeric id (``101``, ``1`` -> ``Dataset001_*``) or the name
-    part of an nnU-Net folder (``RealCT`` -> ``Dataset101_RealCT``). Raises :class:`DatasetError` when
-    nothing or more than one folder matches, listing what the root holds.
+    part of an nnU-Net folder (``RealCT`` -> ``Dataset101_RealCT``).
+
+    Parameters
+    ----------
+    name_or_path : str or os.PathLike
+        A folder, or a dataset name or numeric id.
+    raw_root : Path, optional
+        Where names are looked up.
+
+    Returns
+    -------
+    Path
+        The dataset folder, resolved.
+
+    Raises
+    ------
+    DatasetError
+        Nothing or more than one folder matches (the message lists what the root holds), or a path that names
+        a file or nothing.
     """
     text = os.fspath(name_or_path)
     if not text.strip():

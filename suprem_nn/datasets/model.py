@@ -1,4 +1,4 @@
-"""Data classes of a raw dataset: :class:`Case`, :class:`RawDataset` and :class:`Problem`."""
+"""Data classes of a raw dataset: :class:`RawCase`, :class:`RawDataset` and :class:`Problem`."""
 from __future__ import annotations
 
 import os
@@ -23,8 +23,8 @@ ABDOMENATLAS_ORDER = (
 
 
 @dataclass
-class Case:
-    """One case of a raw dataset."""
+class RawCase:
+    """One case of a raw training dataset: its image files and its annotation files, before anything is read."""
 
     case_id: str
     images: list[Path]            # one per channel, in channel order (a DICOM series folder is allowed)
@@ -45,7 +45,17 @@ class Problem:
     message: str
 
     def format(self, root: Optional[Path] = None) -> str:
-        """``"case X: <file>: <problem>"``; the file is shown relative to ``root`` when it lies inside it."""
+        """The problem as one line: ``"case X: <file>: <problem>"``.
+
+        Parameters
+        ----------
+        root : Path, optional
+            The dataset folder; a file inside it is shown relative to it.
+
+        Returns
+        -------
+        str
+        """
         who = f"case {self.case_id}" if self.case_id is not None else "dataset"
         if self.path is None:
             return f"{who}: {self.message}"
@@ -70,8 +80,8 @@ class RawDataset:
     channel_names: list[str]
     class_names: list[str]            # foreground classes only
     label_values: list[int]           # nnU-Net: value in the label map per class; AbdomenAtlas: 1..K
-    cases: list[Case]                 # training cases, sorted by id
-    test_cases: list[Case]            # imagesTs (nnU-Net); [] for AbdomenAtlas
+    cases: list[RawCase]                 # training cases, sorted by id
+    test_cases: list[RawCase]            # imagesTs (nnU-Net); [] for AbdomenAtlas
     file_ending: str
     num_training_declared: Optional[int] = None   # nnU-Net dataset.json numTraining
     layout_problems: list[Problem] = field(default_factory=list)
@@ -82,8 +92,22 @@ class RawDataset:
         """Foreground classes."""
         return len(self.class_names)
 
-    def case(self, case_id: str) -> Case:
-        """The training case ``case_id``; DatasetError naming the dataset when there is none."""
+    def case(self, case_id: str) -> RawCase:
+        """The training case ``case_id``.
+
+        Parameters
+        ----------
+        case_id : str
+
+        Returns
+        -------
+        RawCase
+
+        Raises
+        ------
+        DatasetError
+            Naming the dataset and its number of cases, when there is no such case.
+        """
         for c in self.cases:
             if c.case_id == case_id:
                 return c
@@ -92,7 +116,20 @@ class RawDataset:
 
 
 def display_path(path: Path, root: Optional[Path]) -> str:
-    """``path`` relative to ``root`` when inside it (the root itself and outside paths in full)."""
+    """How a path is shown in messages.
+
+    Parameters
+    ----------
+    path : Path
+        The path.
+    root : Path, optional
+        The dataset folder.
+
+    Returns
+    -------
+    str
+        ``path`` relative to ``root`` when inside it; the root itself and outside paths in full.
+    """
     if root is not None:
         try:
             rel = Path(path).relative_to(root)

@@ -1,15 +1,27 @@
-"""The nnU-Net v2 raw layout: dataset.json, imagesTr/CASE_XXXX{ending}, labelsTr/CASE{ending}, imagesTs/."""
+"""The nnU-Net v2 raw layout: dataset.json, imagesTr/CASE_XXXX{ending}, labelsTr/CASE{ending}, imagesTs/.
+
+The same layout serves as training data, as prediction input (a folder of ``CASE_XXXX`` images, as
+``imagesTs/``; outputs ``<out>/CASE.nii.gz``) and as evaluation reference or prediction (``CASE.nii.gz`` label
+maps, as ``labelsTr/``).
+"""
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from ..errors import DatasetError
-from ..io.image_io import IMAGE_ENDINGS, image_ending, strip_ending
-from .model import LAYOUT_NNUNET, Case, Problem, RawDataset
+import numpy as np
+
+from ..errors import DatasetError, SupremError
+from ..io.geometry import Geometry
+from ..io.image_io import IMAGE_ENDINGS, image_ending, read_image, strip_ending
+from .checks import require_same_grid, to_integer_labels
+from .layout import CaseSegmentation, DatasetLayout, PredictionCase, image_files
+from .model import LAYOUT_NNUNET, Problem, RawCase, RawDataset
+
+OUTPUT_ENDING = ".nii.gz"
 
 _CHANNEL_FILE = re.compile(r"^(.+)_(\d{4})$")
 
@@ -24,11 +36,40 @@ class DatasetJson:
 
 
 def is_nnunet_folder(folder: Path) -> bool:
+    """Whether ``folder`` is an nnU-Net raw dataset: it holds ``dataset.json`` or ``imagesTr/``.
+
+    Parameters
+    ----------
+    folder : Path
+        An existing folder.
+
+    Returns
+    -------
+    bool
+        True for an nnU-Net raw dataset folder (complete or not; :func:`load_nnunet` reports what is missing).
+    """
     return (folder / "dataset.json").is_file() or (folder / "imagesTr").is_dir()
 
 
 def parse_dataset_json(path: Path) -> DatasetJson:
-    """Read and check dataset.json; every schema error is a DatasetError naming the file and the field."""
+    """Read and check an nnU-Net ``dataset.json`` (v2, and v1's ``modality`` key).
+
+    Parameters
+    ----------
+    path : Path
+        The ``dataset.json`` file.
+
+    Returns
+    -------
+    DatasetJson
+        Channel names, foreground class names with their label values (sorted by value), numTraining and the
+        file ending.
+
+    Raises
+    ------
+    DatasetError
+        Every schema error, naming the file and the field.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -131,6 +172,26 @@ def _json_type(v: Any) -> str:
 
 
 def load_nnunet(folder: Path, name: str) -> RawDataset:
+    """List the cases of the nnU-Net raw dataset in ``folder``.
+
+    Parameters
+    ----------
+    folder : Path
+        The dataset folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``, optionally ``imagesTs/``).
+    name : str
+        The dataset's name.
+
+    Returns
+    -------
+    RawDataset
+        Training cases from ``imagesTr/`` with their ``labelsTr/`` files, test cases from ``imagesTs/``;
+        badly named or duplicate files are listed in ``layout_problems``.
+
+    Raises
+    ------
+    DatasetError
+        ``dataset.json`` or ``imagesTr/`` is missing, or ``dataset.json`` is invalid.
+    """
     json_path = folder / "dataset.json"
     if not json_path.is_file():
         raise DatasetError("looks like an nnU-Net raw dataset (it has imagesTr/) but dataset.json is missing",
@@ -167,7 +228,17 @@ def load_nnunet(folder: Path, name: str) -> RawDataset:
 
 
 def test_case_id(case_id: str) -> str:
-    """How a test case (imagesTs) is named in problem reports."""
+    """How a test case (imagesTs) is named in problem reports.
+
+    Parameters
+    ----------
+    case_id : str
+
+    Returns
+    -------
+    str
+        ``"<case_id> (imagesTs)"``.
+    """
     return f"{case_id} (imagesTs)"
 
 
@@ -175,7 +246,7 @@ def _entries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def _scan_images(folder: Path, meta: DatasetJson, problems: list[Problem], test: bool) -> list[Case]:
+def _scan_images(folder: Path, meta: DatasetJson, problems: list[Problem], test: bool) -> list[RawCase]:
     n_channels = len(meta.channel_names)
     found: dict[str, dict[int, list[Path]]] = {}
     report_id = test_case_id if test else (lambda s: s)
@@ -216,7 +287,7 @@ def _scan_images(folder: Path, meta: DatasetJson, problems: list[Problem], test:
                 problems.append(Problem(report_id(cid), files[0], "file ending differs from dataset.json "
                                         f"file_ending {meta.file_ending!r}"))
             images.append(files[0])
-        cases.append(Case(cid, images))
+        cases.append(RawCase(cid, images))
     return cases
 
 
@@ -237,3 +308,81 @@ def _scan_labels(folder: Path, meta: DatasetJson, problems: list[Problem]) -> di
                                                    f"{meta.file_ending!r}"))
         labels[cid] = files[0]
     return labels
+
+
+class NnUNetRawLayout(DatasetLayout):
+    """nnU-Net v2 raw: ``imagesTr/CASE_XXXX{ending}`` (one file per channel) and ``labelsTr/CASE{ending}`` maps."""
+
+    name = LAYOUT_NNUNET
+    multilabel_masks = False   # one exclusive label map per case
+    no_cases_hint = "imagesTr/ holds no CASE_0000 image"
+
+    def is_dataset(self, folder: Path) -> bool:
+        """See :meth:`DatasetLayout.is_dataset`: :func:`is_nnunet_folder`."""
+        return is_nnunet_folder(folder)
+
+    def load(self, folder: Path, name: str) -> RawDataset:
+        """See :meth:`DatasetLayout.load`: :func:`load_nnunet`."""
+        return load_nnunet(folder, name)
+
+    def read_annotation(self, case: RawCase, dataset: RawDataset, geometry: Geometry) -> Optional[np.ndarray]:
+        """The case's label map ``(i, j, k)`` with the dataset's raw label values, or None without a label.
+
+        Parameters
+        ----------
+        case : RawCase
+            A case of ``dataset``.
+        dataset : RawDataset
+            The dataset (unused: a label map carries its own values).
+        geometry : Geometry
+            The grid of channel 0; the label map must lie on it.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            An integer array ``(i, j, k)``.
+
+        Raises
+        ------
+        DatasetError
+            The label is off the image grid or holds non-integer values, naming the file.
+        """
+        if case.label is None:
+            return None
+        arr, geom = read_image(case.label)
+        require_same_grid(geometry, geom, case.label, f"case {case.case_id}: label is not on the image grid")
+        return to_integer_labels(arr, case.label)
+
+    def prediction_cases(self, folder: Path, output: Path) -> Optional[list[PredictionCase]]:
+        """A folder of ``CASE_XXXX`` images (as ``imagesTs/``); channels of a case are grouped and each case's
+        label map goes to ``<output>/CASE.nii.gz``. See :meth:`DatasetLayout.prediction_cases`.
+
+        Raises
+        ------
+        SupremError
+            A case's channels have a gap (``_0000`` and ``_0002`` without ``_0001``).
+        """
+        groups: dict[str, list[tuple[int, Path]]] = {}
+        for f in image_files(folder):
+            m = _CHANNEL_FILE.match(strip_ending(f))
+            if not m:
+                return None  # plain names: not this layout
+            groups.setdefault(m.group(1), []).append((int(m.group(2)), f))
+        cases = []
+        for cid in sorted(groups):
+            chans = sorted(groups[cid])
+            if [c for c, _ in chans] != list(range(len(chans))):
+                raise SupremError(f"case '{cid}' has channels {[c for c, _ in chans]}; expected _0000.._"
+                                  f"{len(chans) - 1:04d} without gaps", folder)
+            cases.append(PredictionCase(cid, [f for _, f in chans], output / f"{cid}{OUTPUT_ENDING}", output))
+        return cases or None
+
+    def segmentation_of(self, entry: Path) -> Optional[CaseSegmentation]:
+        """An image file is one case's label map, its case id the name without ending (as ``labelsTr/``).
+        See :meth:`DatasetLayout.segmentation_of`."""
+        if entry.is_file() and image_ending(entry):
+            return CaseSegmentation(strip_ending(entry), label_map=entry)
+        return None
+
+
+NNUNET_RAW = NnUNetRawLayout()

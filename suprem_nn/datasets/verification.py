@@ -14,7 +14,8 @@ from ..io.geometry import Geometry
 from ..io.image_io import read_image
 from ..utils.progress import Progress
 from .checks import describe_values, grid_difference, integer_label_values, is_binary, nifti_file_problems
-from .model import LAYOUT_NNUNET, Case, Problem, RawDataset, display_path
+from .layouts import layout_of
+from .model import Problem, RawCase, RawDataset, display_path
 from .nnunet import test_case_id
 
 
@@ -30,6 +31,7 @@ class VerificationReport:
 
     @property
     def ok(self) -> bool:
+        """True when nothing stops training (warnings allowed)."""
         return not self.problems
 
     def problem_lines(self) -> list[str]:
@@ -69,7 +71,7 @@ def _group(items: list[Problem]) -> list[tuple[str, list[Problem]]]:
 class _Spec:
     """What a worker needs to know about the dataset (small, so it pickles cheaply)."""
 
-    layout: str
+    multilabel_masks: bool        # the layout's annotations: per-class masks, else one label map per case
     channel_names: tuple[str, ...]
     declared_values: frozenset[int]
 
@@ -89,15 +91,29 @@ def verify_dataset(dataset: RawDataset, num_processes: int = 1, progress: bool =
     differs from channel 0 (shape, spacing, origin, direction); label values not declared in dataset.json and
     non-integer label values; non-binary AbdomenAtlas masks; duplicate case ids and badly named files; an
     empty dataset; all training labels empty. Warnings: empty labels of single cases, numTraining mismatch,
-    cases without masks. Cases are checked in ``num_processes`` processes (spawn).
+    cases without masks.
+
+    Parameters
+    ----------
+    dataset : RawDataset
+        The dataset, as listed by :func:`~suprem_nn.datasets.load_dataset`.
+    num_processes : int
+        Cases are checked in this many processes (spawn).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    VerificationReport
+        Every problem and warning, sorted by case; :meth:`VerificationReport.raise_if_failed` stops on problems.
     """
-    spec = _Spec(dataset.layout, tuple(dataset.channel_names),
+    layout = layout_of(dataset)
+    spec = _Spec(layout.multilabel_masks, tuple(dataset.channel_names),
                  frozenset([0, *dataset.label_values]))
     problems = list(dataset.layout_problems)
     warnings = list(dataset.layout_warnings)
     if not dataset.cases:
-        where = "imagesTr/ holds no CASE_0000 image" if dataset.layout == LAYOUT_NNUNET else "no CASE/ct.nii.gz"
-        problems.append(Problem(None, dataset.path, f"dataset has no training cases ({where})"))
+        problems.append(Problem(None, dataset.path, f"dataset has no training cases ({layout.no_cases_hint})"))
 
     jobs = [(c, False) for c in dataset.cases] + [(c, True) for c in dataset.test_cases]
     results: list[Optional[_CaseResult]] = [None] * len(jobs)
@@ -127,7 +143,7 @@ def verify_dataset(dataset: RawDataset, num_processes: int = 1, progress: bool =
     else:
         for c, fg in train_fg:
             if not fg:
-                what = c.label if dataset.layout == LAYOUT_NNUNET else (c.images[0].parent / "segmentations")
+                what = (c.images[0].parent / "segmentations") if layout.multilabel_masks else c.label
                 warnings.append(Problem(c.case_id, what, "label has no foreground voxel (all background)"))
 
     order = {c.case_id: i for i, c in enumerate(dataset.cases)}
@@ -155,7 +171,7 @@ def _read(path: Path, cid: str, problems: list[Problem]):
     return None
 
 
-def _check_case(case: Case, spec: _Spec, test: bool) -> _CaseResult:
+def _check_case(case: RawCase, spec: _Spec, test: bool) -> _CaseResult:
     cid = test_case_id(case.case_id) if test else case.case_id
     problems: list[Problem] = []
     warnings: list[Problem] = []
@@ -179,14 +195,14 @@ def _check_case(case: Case, spec: _Spec, test: bool) -> _CaseResult:
     if test:
         return _CaseResult(problems, warnings, None)
     ref_geom = ref[0] if ref else None
-    if spec.layout == LAYOUT_NNUNET:
-        fg = _check_label(case, cid, spec, ref_geom, problems)
-    else:
+    if spec.multilabel_masks:
         fg = _check_masks(case, cid, ref_geom, problems)
+    else:
+        fg = _check_label(case, cid, spec, ref_geom, problems)
     return _CaseResult(problems, warnings, fg)
 
 
-def _check_label(case: Case, cid: str, spec: _Spec, ref: Optional[Geometry], problems: list[Problem]):
+def _check_label(case: RawCase, cid: str, spec: _Spec, ref: Optional[Geometry], problems: list[Problem]):
     path = case.label
     if path is None:
         return None
@@ -214,7 +230,7 @@ def _check_label(case: Case, cid: str, spec: _Spec, ref: Optional[Geometry], pro
     return bool(np.any(values != 0))
 
 
-def _check_masks(case: Case, cid: str, ref: Optional[Geometry], problems: list[Problem]):
+def _check_masks(case: RawCase, cid: str, ref: Optional[Geometry], problems: list[Problem]):
     if not case.masks:
         return None
     fg = False

@@ -24,7 +24,7 @@ from ..io.geometry import Geometry
 from ..io.image_io import read_image, strip_ending
 from ..utils.atomic import atomic_write_json, atomic_write_text
 from . import metrics
-from .cases import CaseSource, discover_cases, find_side, pair_sides  # noqa: F401 (re-exported for callers)
+from .cases import CaseSegmentation, discover_cases, find_side, pair_sides  # noqa: F401 (re-exported for callers)
 from .label_names import data_checks, match_classes
 from .report import CSV_COLUMNS, csv_text, format_table, json_safe  # noqa: F401 (re-exported for callers)
 from .labels import labels_from_json, parse_label_spec, validate_labels  # noqa: F401 (re-exported)
@@ -128,7 +128,7 @@ def evaluate_folder(reference_dir: PathLike, prediction_dir: PathLike, labels: L
     return summary
 
 
-def evaluate_case(reference: CaseSource, prediction: CaseSource, classes: Optional[Mapping[str, object]],
+def evaluate_case(reference: CaseSegmentation, prediction: CaseSegmentation, classes: Optional[Mapping[str, object]],
                   nsd_tolerance_mm: float = 1.0, pred_classes: Optional[Mapping[str, object]] = None) -> dict:
     """Metrics of one case: ``{"case", "reference", "prediction", "spacing", "shape", "nsd_1voxel_tolerance_mm",
     "values_found", "classes": {name: {...}}}``.
@@ -190,7 +190,7 @@ def _evaluate_case_job(job) -> dict:
 class _Side:
     """One side of a case on the per-class path: a label map (read once) or a folder of mask files."""
 
-    def __init__(self, src: CaseSource, role: str):
+    def __init__(self, src: CaseSegmentation, role: str):
         self.src, self.role = src, role
         self.geo: Optional[Geometry] = None
         self.geo_path: Optional[Path] = None
@@ -224,7 +224,7 @@ class _Side:
         return ((lambda crop: arr[crop]) if box is not None else None), box
 
 
-def _evaluate_with_masks(reference: CaseSource, prediction: CaseSource, classes, pred_classes,
+def _evaluate_with_masks(reference: CaseSegmentation, prediction: CaseSegmentation, classes, pred_classes,
                          tol) -> tuple[dict, Geometry, dict, dict]:
     """Per-class path (at least one side is an AbdomenAtlas mask folder): each class is cut out of its box.
 
@@ -305,7 +305,7 @@ def _check_same_grid(ref_geo: Geometry, ref_path, pred_geo: Geometry, pred_path)
                       "to the reference image grid", pred_path)
 
 
-def _mask_names(sources: list[CaseSource]) -> tuple:
+def _mask_names(sources: list[CaseSegmentation]) -> tuple:
     """Class names of a side's AbdomenAtlas mask files (first seen first); () unless every case is a mask folder."""
     if not sources or any(not s.masks for s in sources):
         return ()

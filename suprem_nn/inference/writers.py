@@ -9,13 +9,13 @@ import numpy as np
 
 from ..io.image_io import write_image
 from ..utils.atomic import atomic_write_bytes, atomic_write_json
-from .cases import Case
+from .cases import PredictionCase
 from .predictor import PredictionResult
 from .preview import write_preview_png
 from .probabilities import write_probabilities
 
 
-def write_case(result: PredictionResult, case: Case, per_class: bool, save_probabilities: bool,
+def write_case(result: PredictionResult, case: PredictionCase, per_class: bool, save_probabilities: bool,
                preview_image: np.ndarray | None = None) -> None:
     """Write everything for ``case``; the label map goes last, so its presence means the case is complete."""
     geometry = result.geometry

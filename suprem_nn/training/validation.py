@@ -85,7 +85,7 @@ def _require_visible(cases: list[dict]) -> None:
 
 def _validate_case(trainer, predictor, out: Path, case_id: str, classes: dict) -> dict:
     """Predict one validation case, write its label map, masks and probabilities, and score it."""
-    from ..evaluation.evaluate import CaseSource, evaluate_case
+    from ..evaluation.evaluate import CaseSegmentation, evaluate_case
     from ..inference.probabilities import write_probabilities
     from ..io import read_image, write_image
 
@@ -111,17 +111,17 @@ def _validate_case(trainer, predictor, out: Path, case_id: str, classes: dict) -
         for k, name in enumerate(result.class_names):
             masks[name] = mask_dir / f"{name}.nii.gz"
             write_image(result.masks[k].astype(np.uint8), result.geometry, masks[name])
-        prediction = CaseSource(case_id, masks=masks, folder=out / case_id)
+        prediction = CaseSegmentation(case_id, masks=masks, folder=out / case_id)
         if not props.source_masks:
             raise SupremError(f"case '{case_id}' has no mask files recorded in the cache; cannot validate")
         ref_masks = {n: Path(p) for n, p in props.source_masks.items()}
         # the case folder (<case>/segmentations/<class>.nii.gz) names the reference in reports
-        reference = CaseSource(case_id, masks=ref_masks, folder=next(iter(ref_masks.values())).parent.parent)
+        reference = CaseSegmentation(case_id, masks=ref_masks, folder=next(iter(ref_masks.values())).parent.parent)
     else:
         if not props.source_label:
             raise SupremError(f"case '{case_id}' has no label file recorded in the cache; cannot validate")
-        prediction = CaseSource(case_id, label_map=pred_file)
-        reference = CaseSource(case_id, label_map=Path(props.source_label))
+        prediction = CaseSegmentation(case_id, label_map=pred_file)
+        reference = CaseSegmentation(case_id, label_map=Path(props.source_label))
     r = evaluate_case(reference, prediction, classes)
     dice = {name: r["classes"][name]["dice"] for name in plan.class_names if name in r["classes"]}
     return {"case": case_id, "prediction": str(pred_file), "reference": reference.display,
