@@ -35,7 +35,7 @@ def main() -> None:
     for env, sub in (("SUPREM_RAW", "raw"), ("SUPREM_PREPROCESSED", "preprocessed"), ("SUPREM_RESULTS", "results")):
         os.environ[env] = str(base / sub)
     from tests.conftest import make_nnunet_dataset
-    from suprem_nn.planning.api import plan_and_preprocess
+    from suprem_nn.preprocessing.api import plan_and_preprocess
     from suprem_nn.training import train
     make_nnunet_dataset(base / "raw")
     plan_and_preprocess("Dataset101_RealCT", pretrained=a.network, target_spacing=[a.spacing] * 3,

@@ -53,7 +53,7 @@ def _roots(base: Path, results: str = "results") -> None:
 def prepare(base: Path, backbones, quick: bool, workers: int) -> dict:
     """Plan and preprocess the real cases once per backbone; return ``{backbone: (plan folder, Plan)}``."""
     from suprem_nn.planning import find_plan
-    from suprem_nn.planning.api import plan_and_preprocess
+    from suprem_nn.preprocessing.api import plan_and_preprocess
     from tests.conftest import make_nnunet_dataset
 
     make_nnunet_dataset(base / "raw")

@@ -43,7 +43,7 @@ def main() -> None:
         os.environ[env] = str(base / sub)
     from tests.conftest import make_nnunet_dataset
     from suprem_nn.networks import make_fake_released_checkpoint
-    from suprem_nn.planning.api import plan_and_preprocess
+    from suprem_nn.preprocessing.api import plan_and_preprocess
     from suprem_nn.training import train
     make_nnunet_dataset(base / "raw")
     plan_and_preprocess("Dataset101_RealCT", pretrained=a.network, target_spacing=[a.spacing] * 3,

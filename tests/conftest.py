@@ -139,7 +139,7 @@ def plan_tiny(dataset: str, tiny_plan: str = "tiny_segresnet") -> Path:
 
     A few seconds per case on one core; used by the training and cross-validation tests."""
     from suprem_nn.paths import preprocessed_root
-    from suprem_nn.planning.api import plan_and_preprocess
+    from suprem_nn.preprocessing.api import plan_and_preprocess
 
     plan_and_preprocess(dataset, pretrained="segresnet", target_spacing=[4.5, 4.5, 4.5], patch_size=[32, 32, 32],
                         batch_size=2, num_processes=1, progress=False)

@@ -52,7 +52,8 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..planning.api import describe_plan, plan_and_preprocess
+    from ..planning.plans import describe_plan
+    from ..preprocessing.api import plan_and_preprocess
 
     shard = _parse_shard(args.shard)
     if args.conventions and not args.from_scratch:

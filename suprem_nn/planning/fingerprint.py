@@ -9,12 +9,17 @@ cases count as much as large ones, as in nnU-Net).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from ..io.cropping import foreground_box
 from ..io.geometry import apply_reorientation, plan_reorientation, reoriented_geometry
-from ..preprocessing.cropping import foreground_box
+from ..utils.atomic import atomic_write_json, atomic_write_with
 
 BODY_THRESHOLD_HU = -175.0
 INTENSITY_SAMPLES_TOTAL = 10_000_000
@@ -23,7 +28,34 @@ SAMPLE_SEED = 1234
 
 def case_fingerprint(images: list[np.ndarray], geometry, label: Optional[np.ndarray], multilabel_masks: bool,
                      num_classes: int, label_values: list[int], samples: int, orientation: str = "RAS") -> dict:
-    """Measure one case. ``label`` is an exclusive map (i, j, k) or, with ``multilabel_masks``, (K, i, j, k)."""
+    """Measure one case (see the module docstring for what is measured).
+
+    Parameters
+    ----------
+    images : list of numpy.ndarray
+        One array ``(i, j, k)`` per channel in the file's axis order and raw units (HU for CT).
+    geometry : Geometry
+        Their grid (spacing in mm).
+    label : numpy.ndarray, optional
+        An exclusive label map ``(i, j, k)``, or with ``multilabel_masks`` binary masks ``(K, i, j, k)``.
+    multilabel_masks : bool
+        ``label`` holds one mask per class (they may overlap).
+    num_classes : int
+        K, the foreground classes.
+    label_values : list of int
+        The label map value of each class (exclusive maps).
+    samples : int
+        Foreground intensity samples to draw per channel (:func:`samples_per_case`).
+    orientation : str
+        The orientation the shapes and spacings are measured in (array axes after reorientation).
+
+    Returns
+    -------
+    dict
+        ``spacing`` (mm) and ``shape`` per reoriented axis, ``file_orientation``, shapes after crop-to-nonzero
+        and crop-to-body, ``class_voxels``, ``overlap_voxels``, ``overlap_pairs`` and ``intensity_samples`` (one
+        float32 array per channel; absent without ``label``).
+    """
     reo = plan_reorientation(geometry, orientation)
     geom = reoriented_geometry(geometry, reo)
     stacked = apply_reorientation(np.stack(images), reo)
@@ -70,7 +102,21 @@ def case_fingerprint(images: list[np.ndarray], geometry, label: Optional[np.ndar
 
 
 def summarise(dataset, per_case: dict[str, dict]) -> dict:
-    """Combine case fingerprints into the dataset fingerprint (JSON-ready; the raw samples are dropped)."""
+    """Combine case fingerprints into the dataset fingerprint (``dataset_fingerprint.json``).
+
+    Parameters
+    ----------
+    dataset : RawDataset
+        The dataset (names, channels, classes, layout).
+    per_case : dict
+        Case id -> :func:`case_fingerprint` result.
+
+    Returns
+    -------
+    dict
+        JSON-ready: medians and 10th percentiles of spacing (mm) and shape per axis, foreground intensity
+        statistics per channel, class voxels, mask overlaps, and the per-case entries without their raw samples.
+    """
     ids = sorted(per_case)
     spacings = np.array([per_case[i]["spacing"] for i in ids])
     shapes = np.array([per_case[i]["shape"] for i in ids])
@@ -116,4 +162,95 @@ def summarise(dataset, per_case: dict[str, dict]) -> dict:
 
 
 def samples_per_case(num_cases: int) -> int:
+    """Intensity samples drawn per case, so that the whole dataset gives about a tenth of
+    :data:`INTENSITY_SAMPLES_TOTAL` (as nnU-Net).
+
+    Parameters
+    ----------
+    num_cases : int
+        Training cases in the dataset.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
     return max(1, INTENSITY_SAMPLES_TOTAL // max(1, num_cases) // 10)
+
+
+# Per-case fingerprints are kept as <case>.json + <case>_samples.npy in the dataset's fingerprints/ folder, so an
+# interrupted run (even kill -9) resumes and --shard runs on several machines compose.
+
+def source_signature(case) -> str:
+    """Identity of a case's source files: paths, sizes and modification times (ns), hashed.
+
+    Parameters
+    ----------
+    case : RawCase
+        A case of a raw dataset.
+
+    Returns
+    -------
+    str
+        16 hex digits; a changed or replaced file changes it, so its stored fingerprint is measured again.
+    """
+    files = list(case.images) + ([case.label] if case.label else []) + [case.masks[k] for k in sorted(case.masks)]
+    parts = []
+    for f in files:
+        st = os.stat(f)
+        parts.append(f"{os.fspath(f)}|{st.st_size}|{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def save_fingerprint(case, fingerprint: dict, folder: Path) -> None:
+    """Store one case's fingerprint (:func:`case_fingerprint`) atomically, with its source signature.
+
+    Parameters
+    ----------
+    case : RawCase
+        The case measured.
+    fingerprint : dict
+        Its fingerprint; the ``intensity_samples`` (one float32 array per channel) are removed from it and
+        saved as ``<case>_samples.npy`` (channels, samples).
+    folder : Path
+        The dataset's fingerprints folder.
+    """
+    samples = np.stack(fingerprint.pop("intensity_samples"))
+    fingerprint["source_signature"] = source_signature(case)
+    folder = Path(folder)
+    atomic_write_with(folder / f"{case.case_id}_samples.npy", lambda p: np.save(p, samples, allow_pickle=False),
+                      suffix=".npy")
+    atomic_write_json(folder / f"{case.case_id}.json", fingerprint)
+
+
+def load_fingerprints(dataset, folder: Path) -> dict[str, dict]:
+    """The stored fingerprints of ``dataset``'s cases whose source files are unchanged.
+
+    Parameters
+    ----------
+    dataset : RawDataset
+        The dataset.
+    folder : Path
+        The dataset's fingerprints folder.
+
+    Returns
+    -------
+    dict
+        Case id -> fingerprint, with ``intensity_samples`` back as one float32 array per channel; cases without
+        a readable, current fingerprint are left out.
+    """
+    out = {}
+    for c in dataset.cases:
+        f = Path(folder) / f"{c.case_id}.json"
+        if not f.is_file():
+            continue
+        try:
+            d = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            continue
+        if d.get("source_signature") != source_signature(c):
+            continue
+        d["intensity_samples"] = [np.asarray(s, dtype=np.float32)
+                                  for s in np.load(Path(folder) / f"{c.case_id}_samples.npy", allow_pickle=False)]
+        out[c.case_id] = d
+    return out

@@ -10,7 +10,23 @@ from .plans import Plan
 
 
 def dataset_preprocessed_folder(dataset: str) -> Path:
-    """``<SUPREM_PREPROCESSED>/<dataset folder name>``; ``dataset`` may be a name, a numeric id or a raw path."""
+    """The preprocessed folder of a dataset: ``<SUPREM_PREPROCESSED>/<dataset folder name>``.
+
+    Parameters
+    ----------
+    dataset : str
+        A dataset name, numeric id or raw dataset path.
+
+    Returns
+    -------
+    Path
+        The folder (it may not exist yet).
+
+    Raises
+    ------
+    DatasetError
+        A name with ``..`` that is not an existing path.
+    """
     if "/" in dataset or "\\" in dataset:
         if ".." in Path(dataset).parts and not Path(dataset).exists():
             raise DatasetError("dataset names may not contain '..'", dataset)
@@ -19,6 +35,19 @@ def dataset_preprocessed_folder(dataset: str) -> Path:
 
 
 def list_plans(dataset: str) -> list[str]:
+    """Names of the plans written for ``dataset``.
+
+    Parameters
+    ----------
+    dataset : str
+        A dataset name (or a path, whose folder name is used).
+
+    Returns
+    -------
+    list of str
+        The sub-folders of the dataset's preprocessed folder that hold a ``plans.json``, sorted; empty when
+        nothing is planned.
+    """
     folder = dataset_preprocessed_folder(dataset)
     if not folder.is_dir():
         return []
@@ -26,7 +55,27 @@ def list_plans(dataset: str) -> list[str]:
 
 
 def find_plan(dataset: str, plan_name: Optional[str] = None) -> tuple[Path, Plan]:
-    """``(plan folder, plan)`` for ``dataset``; with one plan on disk ``plan_name`` may be omitted."""
+    """The plan of a dataset.
+
+    Parameters
+    ----------
+    dataset : str
+        A dataset name, numeric id or raw dataset path.
+    plan_name : str, optional
+        The plan (``suprem_unet`` ...); may be omitted when the dataset has one plan.
+
+    Returns
+    -------
+    folder : Path
+        The plan folder (``plans.json``, ``data/``).
+    plan : Plan
+
+    Raises
+    ------
+    PlanError or DatasetError
+        Nothing planned, several plans and no ``plan_name``, no such plan, or not a dataset; each message says
+        what to run.
+    """
     folder = dataset_preprocessed_folder(dataset)
     plans = list_plans(dataset)
     if not plans:
@@ -50,8 +99,7 @@ def _raise_if_not_a_dataset(dataset: str) -> None:
     "run suprem_plan_and_preprocess first" is only good advice for something that is a raw dataset; for a
     file, a missing folder, a folder of other things or an unknown name it would send the user in circles.
     """
-    from ..datasets.abdomenatlas import is_abdomenatlas_folder
-    from ..datasets.nnunet import is_nnunet_folder
+    from ..datasets import layouts
     from ..paths import raw_root
 
     usage = ("give a dataset name (Dataset101_Liver), its numeric id (101) or a raw dataset folder (nnU-Net "
@@ -62,7 +110,7 @@ def _raise_if_not_a_dataset(dataset: str) -> None:
             raise DatasetError(f"not a dataset: no such file or folder; {usage}", path)
         if not path.is_dir():
             raise DatasetError(f"not a dataset: this is a file; {usage}", path)
-        if not (is_nnunet_folder(path) or is_abdomenatlas_folder(path)):
+        if not any(layout.is_dataset(path) for layout in layouts.LAYOUTS):
             raise DatasetError(f"not a dataset folder: it holds no dataset.json or imagesTr/ (nnU-Net) and no "
                                f"CASE/ct.nii.gz (AbdomenAtlas); {usage}", path)
         return

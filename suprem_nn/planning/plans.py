@@ -76,6 +76,7 @@ class Plan:
 
     @property
     def num_inputs(self) -> int:
+        """Network input channels: one per image channel."""
         return len(self.channel_names)
 
     def cache_hash(self) -> str:
@@ -84,6 +85,7 @@ class Plan:
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_json(self) -> dict:
+        """The plan as the JSON object of ``plans.json`` (every field, normalisations as objects)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -110,12 +112,70 @@ class Plan:
         return plan
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write the plan to ``path`` (``plans.json``) atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write; a reader never sees a half-written file.
+        """
         atomic_write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
+        """Read and validate a ``plans.json``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The plan file.
+
+        Returns
+        -------
+        Plan
+
+        Raises
+        ------
+        PlanError
+            The file is missing, not JSON, or a field has a wrong type; the message names the file and field.
+        """
         data = read_json(path, PlanError, "plans file not found; run suprem_plan_and_preprocess first")
         return cls.from_json(data, path)
+
+
+def describe_plan(plan: Plan) -> str:
+    """Readable summary of what the planner decided and why.
+
+    Parameters
+    ----------
+    plan : Plan
+        The plan.
+
+    Returns
+    -------
+    str
+        Several lines: network, classes, training mode, orientation, spacing (mm), normalisation, patch
+        (voxels, axes ``i x j x k``), batch, median image, and the planner's notes.
+    """
+    lines = [f"plan '{plan.plan_name}' for {plan.dataset_name}",
+             f"  network        {plan.network}" + (f" (SuPreM {plan.pretrained} weights)" if plan.pretrained else ""),
+             f"  classes        {len(plan.class_names)}: {', '.join(plan.class_names)}",
+             f"  training       {'multi-label (sigmoid per class)' if plan.multilabel else 'exclusive (softmax)'}",
+             f"  orientation    {plan.orientation}",
+             f"  spacing        {' x '.join(f'{s:g}' for s in plan.target_spacing)} mm",
+             f"  normalisation  " + "; ".join(_norm_text(n) for n in plan.normalization),
+             f"  patch          {' x '.join(map(str, plan.patch_size))}   batch {plan.batch_size}",
+             f"  median image   {' x '.join(map(str, plan.median_shape))} voxels after resampling"]
+    lines += [f"  - {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+def _norm_text(n: Normalization) -> str:
+    if n.scheme == "ct_window":
+        return f"HU window [{n.lower:g}, {n.upper:g}] -> [0, 1]"
+    if n.scheme == "ct_clip_zscore":
+        return f"clip [{n.lower:.1f}, {n.upper:.1f}] then (x - {n.mean:.1f}) / {n.std:.1f}"
+    return n.scheme
 
 
 _CACHE_FIELDS = {"channel_names", "class_names", "label_values", "multilabel", "orientation", "target_spacing",

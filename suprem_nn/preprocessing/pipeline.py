@@ -13,10 +13,10 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..io.cropping import crop, foreground_box, uncrop
 from ..io.geometry import (Geometry, Reorientation, apply_reorientation, plan_reorientation, reoriented_geometry,
                            undo_reorientation)
 from ..planning.plans import Plan
-from .cropping import crop, foreground_box, uncrop
 from .normalization import normalize
 from .resampling import new_shape_for_spacing, resample_image, resample_labels, separate_axis
 
@@ -41,13 +41,16 @@ class CaseProperties:
 
     @property
     def spacing_after_reorientation(self) -> tuple[float, float, float]:
+        """Voxel size in mm per network axis ``(x, y, z)`` after reorientation, before resampling."""
         return reoriented_geometry(self.original_geometry, self.reorientation).spacing
 
     @property
     def shape_after_reorientation(self) -> tuple[int, int, int]:
+        """Voxels per network axis ``(x, y, z)`` after reorientation, before cropping."""
         return reoriented_geometry(self.original_geometry, self.reorientation).shape
 
     def to_json(self) -> dict:
+        """The properties as the JSON object stored beside the cached arrays (``<case>.json``)."""
         return {"case_id": self.case_id, "original_geometry": self.original_geometry.to_json(),
                 "reorientation": self.reorientation.to_json(), "bbox": self.bbox,
                 "shape_after_crop": self.shape_after_crop, "shape_after_resampling": self.shape_after_resampling,
@@ -56,6 +59,7 @@ class CaseProperties:
 
     @classmethod
     def from_json(cls, d: dict) -> "CaseProperties":
+        """Properties from the JSON object of :meth:`to_json` (files without source paths load too)."""
         return cls(d["case_id"], Geometry.from_json(d["original_geometry"]),
                    Reorientation.from_json(d["reorientation"]), [list(b) for b in d["bbox"]],
                    list(d["shape_after_crop"]), list(d["shape_after_resampling"]), d["cache_hash"],
@@ -64,18 +68,57 @@ class CaseProperties:
 
 def preprocess_images(images: Sequence[np.ndarray], geometry: Geometry, plan: Plan,
                       case_id: str = "") -> tuple[np.ndarray, CaseProperties]:
-    """Images (one (i, j, k) array per channel) -> network input (C, x, y, z) float32 and the case's properties."""
+    """Bring images (no label) into network space: what prediction does before the network.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        One array ``(i, j, k)`` per channel, in the file's axis order and raw units (HU for CT).
+    geometry : Geometry
+        Their grid (spacing and origin in mm).
+    plan : Plan
+        Orientation, crop, normalisation and target spacing.
+    case_id : str
+        Stored in the properties.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        float32, shape ``(C, x, y, z)`` in network axis order (``plan.orientation``) at ``plan.target_spacing``.
+    props : CaseProperties
+        What maps network-space arrays back onto the input grid.
+    """
     data, _, props = preprocess_case(images, geometry, plan, None, case_id)
     return data, props
 
 
 def preprocess_case(images: Sequence[np.ndarray], geometry: Geometry, plan: Plan, label: Optional[np.ndarray] = None,
                     case_id: str = "") -> tuple[np.ndarray, Optional[np.ndarray], CaseProperties]:
-    """Run the forward pipeline on one case.
+    """Run the forward pipeline on one case: reorient -> crop -> normalise -> resample.
 
-    ``label``: exclusive plans take an (i, j, k) map holding ``plan.label_values``; multi-label plans take
-    (K, i, j, k) binary masks in ``plan.class_names`` order. The returned seg is (1, x, y, z) int16 with class
-    indices 0..K (exclusive) or (K, x, y, z) uint8 (multi-label).
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        One array ``(i, j, k)`` per channel, in the file's axis order and raw units (HU for CT).
+    geometry : Geometry
+        Their grid (spacing and origin in mm).
+    plan : Plan
+        Orientation, crop threshold, normalisation, target spacing (mm) and interpolation orders.
+    label : numpy.ndarray, optional
+        Exclusive plans: a map ``(i, j, k)`` holding ``plan.label_values``; multi-label plans: binary masks
+        ``(K, i, j, k)`` in ``plan.class_names`` order.
+    case_id : str
+        Stored in the properties.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        float32, shape ``(C, x, y, z)`` in network axis order at ``plan.target_spacing``.
+    seg : numpy.ndarray or None
+        ``(1, x, y, z)`` int16 with class indices 0..K (exclusive) or ``(K, x, y, z)`` uint8 (multi-label);
+        None without ``label``.
+    props : CaseProperties
+        What maps network-space arrays back onto the input grid.
     """
     reo = plan_reorientation(geometry, plan.orientation) if plan.orientation else Reorientation((0, 1, 2),
                                                                                                 (False,) * 3)
@@ -97,10 +140,25 @@ def preprocess_case(images: Sequence[np.ndarray], geometry: Geometry, plan: Plan
 
 
 def restore_to_original(array: np.ndarray, props: CaseProperties, plan: Plan, order: int, fill=0) -> np.ndarray:
-    """Map (C, x, y, z) network-space values onto the original grid: (C, *original shape), file axis order.
+    """Map network-space values onto the case's original grid (the inverse of :func:`preprocess_case`).
 
-    ``order`` 1 for probabilities, 0 for label maps. Voxels outside the crop box get ``fill``
-    (a scalar or one value per channel).
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Shape ``(C, x, y, z)`` in network axis order at the plan's spacing.
+    props : CaseProperties
+        The case's properties from preprocessing.
+    plan : Plan
+        The plan that preprocessed it.
+    order : int
+        1 (linear, for probabilities) or 0 (nearest, for label maps).
+    fill : scalar or sequence
+        The value outside the crop box: one value or one per channel.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(C, *original shape)`` in the file's axis order ``(i, j, k)``, ``array``'s dtype.
     """
     spacing = props.spacing_after_reorientation
     sep = separate_axis(plan.target_spacing, spacing, plan.anisotropy_threshold)
@@ -113,12 +171,26 @@ def restore_to_original(array: np.ndarray, props: CaseProperties, plan: Plan, or
 
 
 def restore_block(values, props: CaseProperties, plan: Plan):
-    """Linear-resample (C, x, y, z) network-space values (a torch tensor, on any device) onto the crop box.
+    """Linear-resample network-space values onto the crop box of the original grid.
 
-    Returns ``(block, box)``: ``block`` is (C, *box shape) in the file's axis order on the same device,
-    ``box`` the tuple of slices that places it on the original grid. Everything outside the box is what
-    preprocessing cropped away (air below the crop threshold), so prediction export can decide labels on
-    the block alone and never allocate full-size float arrays.
+    Everything outside the box is what preprocessing cropped away (air below the crop threshold), so
+    prediction can decide labels on the block alone and never allocate full-size float arrays.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        Float, shape ``(C, x, y, z)`` in network axis order, on any device.
+    props : CaseProperties
+        The case's properties from preprocessing.
+    plan : Plan
+        The plan that preprocessed it.
+
+    Returns
+    -------
+    block : torch.Tensor
+        Shape ``(C, *box shape)`` in the file's axis order ``(i, j, k)``, on ``values``' device.
+    box : tuple of slice
+        Where ``block`` lies on the original grid.
     """
     from .resampling import resample_tensor
 
@@ -137,9 +209,24 @@ def _box_in_file_axes(props: CaseProperties) -> list[list[int]]:
 
 
 def sample_class_locations(seg: np.ndarray, multilabel: bool, num_classes: int) -> dict[int, np.ndarray]:
-    """Up to 10,000 (at least 1 %) voxel coordinates (N, 3) per class index 0..K-1, for foreground oversampling.
+    """Voxel coordinates of every class, for foreground oversampling during training.
 
     Deterministic (fixed seed), so re-running preprocessing writes identical files.
+
+    Parameters
+    ----------
+    seg : numpy.ndarray
+        The preprocessed segmentation: ``(1, x, y, z)`` class indices or ``(K, x, y, z)`` masks.
+    multilabel : bool
+        ``seg`` holds one mask per class.
+    num_classes : int
+        K, the foreground classes.
+
+    Returns
+    -------
+    dict
+        Class index 0..K-1 -> int32 array ``(N, 3)`` of ``(x, y, z)`` indices: up to 10,000 (at least 1 % of
+        the class's voxels), empty ``(0, 3)`` for a class absent from the case.
     """
     rng = np.random.RandomState(LOCATION_SEED)
     out = {}

@@ -329,7 +329,7 @@ def test_predict_suprem_downloads_the_released_file_on_first_use(env, server, re
 def test_plan_and_preprocess_fetches_the_weights_and_only_warns_without_them(env, server, released, tmp_path,
                                                                              monkeypatch, caplog):
     from suprem_nn.demo.phantom import write_phantom_dataset
-    from suprem_nn.planning.api import plan_and_preprocess
+    from suprem_nn.preprocessing.api import plan_and_preprocess
 
     monkeypatch.setenv("SUPREM_RAW", str(tmp_path / "raw"))
     write_phantom_dataset(tmp_path / "raw" / "Dataset901_Tiny", num_train=2, num_test=0, shape=(24, 24, 16),

@@ -18,7 +18,7 @@ def _tiny_roots(tmp_path_factory):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        from suprem_nn.planning.api import plan_and_preprocess
+        from suprem_nn.preprocessing.api import plan_and_preprocess
         make_nnunet_dataset(base / "raw")
         plan_and_preprocess(DATASET, pretrained="segresnet", target_spacing=[4.5, 4.5, 4.5], patch_size=[32, 32, 32],
                             batch_size=2, num_processes=1, progress=False)

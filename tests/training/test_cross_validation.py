@@ -257,7 +257,7 @@ def test_multi_label_out_of_fold_probabilities_threshold_to_the_validation_masks
     class holding a voxel gives the written label map, as the export combines them."""
     from suprem_nn.inference.probabilities import read_probabilities
     from suprem_nn.io import read_image
-    from suprem_nn.planning.api import plan_and_preprocess
+    from suprem_nn.preprocessing.api import plan_and_preprocess
     from suprem_nn.training import train
     from tests.conftest import add_tiny_scratch_plan, make_abdomenatlas_dataset
 

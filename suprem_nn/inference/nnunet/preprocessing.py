@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from ...errors import SupremError
 from ...io.geometry import Geometry
-from ...preprocessing.cropping import foreground_box
+from ...io.cropping import foreground_box
 
 __all__ = ["NnunetCaseProperties", "NnunetPreprocessor", "separate_z_axis", "resize_like_skimage"]
 
@@ -193,7 +193,7 @@ class NnunetPreprocessor:
         return x
 
     # ------------------------------------------------------------------ backward
-    def export_axis(self, props: NnunetCaseProperties) -> Optional[int]:
+    def separate_axis_for_input_grid(self, props: NnunetCaseProperties) -> Optional[int]:
         kw = self.prob_kwargs
         return separate_z_axis(kw["force"], self.spacing, props.spacing_net, kw["threshold"])
 

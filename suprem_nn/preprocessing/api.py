@@ -1,16 +1,14 @@
 """``plan_and_preprocess``: raw dataset -> verification -> fingerprint -> plan -> preprocessed cache.
 
-When the plan's cache-shaping fields do not depend on the data (a ``--pretrained``
-plan: the SuPreM weights fix orientation, spacing and intensity window), each
-case is read once, fingerprinted and preprocessed in the same pass. From-scratch
-plans need dataset statistics first, so they take two passes. Per-case
-fingerprints are cached, so an interrupted run (even ``kill -9``) resumes where
-it stopped and ``--shard i/n`` runs on several machines compose.
+The run lives here, in preprocessing, because it writes the cache; it reads planning (fingerprint and plan),
+never the other way round. When the plan's cache-shaping fields do not depend on the data (a ``--pretrained``
+plan: the SuPreM weights fix orientation, spacing and intensity window), each case is read once, fingerprinted
+and preprocessed in the same pass. From-scratch plans need dataset statistics first, so they take two passes.
+Per-case fingerprints are stored, so an interrupted run (even ``kill -9``) resumes where it stopped and
+``--shard i/n`` runs on several machines compose.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -21,23 +19,28 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..datasets import Case, RawDataset, load_dataset, read_case, verify_dataset
-from ..datasets.model import LAYOUT_ABDOMENATLAS
-from ..errors import DatasetError, PlanError, SupremError
+from ..datasets import RawDataset, layout_of, load_dataset, read_case, verify_dataset
+from ..errors import DatasetError, SupremError
 from ..networks.weights import prefetch_weights
 from ..paths import preprocessed_root
-from ..preprocessing import PreprocessedCache, preprocess_case, sample_class_locations
-from ..utils.atomic import atomic_write_json, atomic_write_with, remove_stale_temporaries
-from .fingerprint import case_fingerprint, samples_per_case, summarise
-from .planner import plan_from_scratch, plan_pretrained, plan_scratch_at_conventions
-from .plans import Plan
-from .presets import load_preset
+from ..planning.decide import check_conventions, check_multilabel, choose_plan
+from ..planning.fingerprint import case_fingerprint, load_fingerprints, samples_per_case, save_fingerprint, summarise
+from ..planning.plans import Plan
+from ..utils.atomic import atomic_write_json, remove_stale_temporaries
+from .cache import PreprocessedCache
+from .pipeline import preprocess_case, sample_class_locations
 
 log = logging.getLogger("suprem_nn")
 
 
 @dataclass
 class RunResult:
+    """What one :func:`plan_and_preprocess` call did.
+
+    ``plan`` and ``plan_folder`` are None while cases of other shards still lack a fingerprint; ``complete`` is
+    True once every case of the dataset is in the cache.
+    """
+
     plan: Optional[Plan]
     plan_folder: Optional[Path]
     processed: list[str] = field(default_factory=list)
@@ -52,28 +55,56 @@ def plan_and_preprocess(dataset: str, pretrained: Optional[str] = "unet", networ
                         target_spacing: Optional[Sequence[float]] = None, patch_size: Optional[Sequence[int]] = None,
                         batch_size: Optional[int] = None, plan_only: bool = False,
                         progress: bool = True, conventions: str = "nnunet") -> RunResult:
-    """Plan and preprocess ``dataset`` (a name, numeric id or path of a raw dataset).
+    """Plan and preprocess a raw dataset: what ``suprem_plan_and_preprocess`` runs.
 
-    ``pretrained``: a SuPreM backbone preset ("unet", "segresnet", "swinunetr") or None to plan
-    ``network`` from scratch, with nnU-Net's rules (``conventions="nnunet"``) or at the input conventions
-    of ``network``'s SuPreM preset (``conventions="suprem"``: 1.5 mm, HU window, 96^3 patch; how a new
-    SuPreM backbone is pretrained). Returns what was done; raises :class:`SupremError` when verification
-    fails (before anything is written) and reports per-case failures in ``RunResult.failures``.
+    Parameters
+    ----------
+    dataset : str
+        A name, numeric id or path of a raw dataset (nnU-Net raw or AbdomenAtlas layout).
+    pretrained : str, optional
+        A SuPreM backbone preset ("unet", "segresnet", "swinunetr"); None plans ``network`` from scratch.
+    network : str, optional
+        The network planned from scratch (default "unet").
+    num_processes : int
+        Worker processes for verification, fingerprinting and preprocessing.
+    shard : tuple of int
+        ``(i, n)``: process only cases ``i, i + n, i + 2n ...`` (several machines compose).
+    verify : bool
+        Check every file up front (before anything is written).
+    multilabel : bool, optional
+        One sigmoid per class; None: AbdomenAtlas masks multi-label, label maps exclusive.
+    gpu_memory_gb : float
+        Memory budget for patch and batch size, in GB.
+    target_spacing : sequence of 3 float, optional
+        Target spacing override in mm, per array axis ``(i, j, k)``.
+    patch_size : sequence of 3 int, optional
+        Patch size override in voxels, per array axis ``(i, j, k)``.
+    batch_size : int, optional
+        Batch size override.
+    plan_only : bool
+        Write the fingerprint and plan, not the cache.
+    progress : bool
+        Show progress bars.
+    conventions : str
+        From scratch: ``"nnunet"`` (nnU-Net's rules) or ``"suprem"`` (the input conventions of ``network``'s
+        SuPreM preset: 1.5 mm, HU window, 96^3 patch; how a new SuPreM backbone is pretrained).
+
+    Returns
+    -------
+    RunResult
+        What was done.
+
+    Raises
+    ------
+    SupremError
+        Verification failed (nothing written), or cases failed (finished cases are kept; the message and
+        ``RunResult.failures`` name each one).
     """
-    if conventions not in ("nnunet", "suprem"):
-        raise PlanError(f"unknown conventions '{conventions}'; choose 'nnunet' or 'suprem'")
-    if pretrained and conventions != "nnunet":
-        raise PlanError("conventions apply to from-scratch plans; a pretrained plan always follows its SuPreM "
-                        "preset's input conventions")
+    check_conventions(pretrained, conventions)
     ds = load_dataset(dataset)
     if not ds.cases:
         raise DatasetError("dataset has no training cases", ds.path)
-    net = network or "unet"
-    preset = load_preset(pretrained or net) if pretrained or conventions == "suprem" else None
-    net = preset["network"] if preset else net
-    # the two preset-based planners take the same arguments and differ in initialisation and recipe
-    plan_at_preset = plan_pretrained if pretrained else plan_scratch_at_conventions
-    ml = _decide_multilabel(ds, multilabel)
+    choice = choose_plan(ds, pretrained, network, conventions, multilabel)
     shard_index, shard_count = shard
     my_cases = ds.cases[shard_index::shard_count]
     if verify:
@@ -86,15 +117,14 @@ def plan_and_preprocess(dataset: str, pretrained: Optional[str] = "unet", networ
     prep = preprocessed_root() / ds.name
     fp_folder = prep / "fingerprints"
     remove_stale_temporaries(fp_folder)
-    draft = _draft_plan(ds, preset, plan_at_preset, ml, target_spacing)
-    # Exclusive training on AbdomenAtlas masks is only safe once every case is known not to overlap,
+    draft = choice.draft_plan(ds, target_spacing)
+    # Exclusive training on per-class masks is only safe once every case is known not to overlap,
     # so that plan waits for the full fingerprint before it writes anything.
-    single_pass = draft is not None and not (ds.layout == LAYOUT_ABDOMENATLAS and not ml)
+    single_pass = draft is not None and not (layout_of(ds).multilabel_masks and not choice.multilabel)
     result = RunResult(None, None)
 
     if single_pass:
-        data_folder = prep / draft.plan_name / "data"
-        cache = PreprocessedCache(data_folder)
+        cache = PreprocessedCache(prep / draft.plan_name / "data")
         cache.clean_interrupted_writes()
         _run_cases(my_cases, ds, draft, cache, fp_folder, num_processes, progress, result, fingerprint=True,
                    preprocess=not plan_only)
@@ -102,18 +132,15 @@ def plan_and_preprocess(dataset: str, pretrained: Optional[str] = "unet", networ
         _run_cases(my_cases, ds, None, None, fp_folder, num_processes, progress, result, fingerprint=True,
                    preprocess=False)
 
-    per_case = _load_fingerprints(ds, fp_folder)
+    per_case = load_fingerprints(ds, fp_folder)
     if len(per_case) < len(ds.cases):
         log.warning(f"{len(ds.cases) - len(per_case)} cases still lack a fingerprint (other shards or failures); "
                     "the plan is written once every case is done")
         return result
     fingerprint = summarise(ds, per_case)
-    _check_multilabel(ds, fingerprint, ml)
+    check_multilabel(ds, fingerprint, choice.multilabel)
     atomic_write_json(prep / "dataset_fingerprint.json", fingerprint)
-    if preset:
-        plan = plan_at_preset(fingerprint, preset, ml, gpu_memory_gb, target_spacing, patch_size, batch_size)
-    else:
-        plan = plan_from_scratch(fingerprint, net, ml, gpu_memory_gb, target_spacing, patch_size, batch_size)
+    plan = choice.plan(fingerprint, gpu_memory_gb, target_spacing, patch_size, batch_size)
     if single_pass and plan.cache_hash() != draft.cache_hash():
         raise RuntimeError("internal: single-pass plan changed cache-shaping fields after the fingerprint")
     plan_folder = prep / plan.plan_name
@@ -132,87 +159,8 @@ def plan_and_preprocess(dataset: str, pretrained: Optional[str] = "unet", networ
     return result
 
 
-def describe_plan(plan: Plan) -> str:
-    """Readable summary of what the planner decided and why."""
-    lines = [f"plan '{plan.plan_name}' for {plan.dataset_name}",
-             f"  network        {plan.network}" + (f" (SuPreM {plan.pretrained} weights)" if plan.pretrained else ""),
-             f"  classes        {len(plan.class_names)}: {', '.join(plan.class_names)}",
-             f"  training       {'multi-label (sigmoid per class)' if plan.multilabel else 'exclusive (softmax)'}",
-             f"  orientation    {plan.orientation}",
-             f"  spacing        {' x '.join(f'{s:g}' for s in plan.target_spacing)} mm",
-             f"  normalisation  " + "; ".join(_norm_text(n) for n in plan.normalization),
-             f"  patch          {' x '.join(map(str, plan.patch_size))}   batch {plan.batch_size}",
-             f"  median image   {' x '.join(map(str, plan.median_shape))} voxels after resampling"]
-    lines += [f"  - {n}" for n in plan.notes]
-    return "\n".join(lines)
-
-
-def _norm_text(n) -> str:
-    if n.scheme == "ct_window":
-        return f"HU window [{n.lower:g}, {n.upper:g}] -> [0, 1]"
-    if n.scheme == "ct_clip_zscore":
-        return f"clip [{n.lower:.1f}, {n.upper:.1f}] then (x - {n.mean:.1f}) / {n.std:.1f}"
-    return n.scheme
-
-
-def _decide_multilabel(ds: RawDataset, requested: Optional[bool]) -> bool:
-    """AbdomenAtlas masks train multi-label (as SuPreM pretrains) unless asked otherwise; label maps are exclusive."""
-    if ds.layout != LAYOUT_ABDOMENATLAS:
-        if requested:
-            raise DatasetError("multi-label training needs one mask per class (AbdomenAtlas layout); an nnU-Net "
-                               "label map holds one class per voxel", ds.path)
-        return False
-    return True if requested is None else requested
-
-
-def _check_multilabel(ds: RawDataset, fingerprint: dict, multilabel: bool) -> None:
-    ov = fingerprint["overlap"]
-    if ov["detected"] and not multilabel:
-        pairs = ", ".join(f"{a}/{b} ({n} voxels)" for a, b, n in ov["pairs"][:5])
-        raise DatasetError(f"masks overlap ({pairs}); exclusive (softmax) training would lose voxels. "
-                           "Drop --exclusive to train multi-label", ds.path)
-
-
-def _draft_plan(ds, preset, plan_at_preset, multilabel, target_spacing) -> Optional[Plan]:
-    """The plan's cache-shaping part when it needs no statistics (a preset's conventions + CT), else None."""
-    if not preset or ds.channel_names[0].lower() != "ct":
-        return None
-    stub = {"dataset_name": ds.name, "channel_names": list(ds.channel_names), "class_names": list(ds.class_names),
-            "label_values": list(ds.label_values), "num_cases": len(ds.cases), "median_spacing": [1.0, 1.0, 1.0],
-            "median_shape_after_crop_body": [96.0, 96.0, 96.0]}
-    return plan_at_preset(stub, preset, multilabel, target_spacing=target_spacing,
-                          patch_size=[preset["divisibility"]] * 3, batch_size=2)
-
-
-def _source_signature(case: Case) -> str:
-    files = list(case.images) + ([case.label] if case.label else []) + [case.masks[k] for k in sorted(case.masks)]
-    parts = []
-    for f in files:
-        st = os.stat(f)
-        parts.append(f"{os.fspath(f)}|{st.st_size}|{st.st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def _load_fingerprints(ds: RawDataset, folder: Path) -> dict[str, dict]:
-    out = {}
-    for c in ds.cases:
-        f = folder / f"{c.case_id}.json"
-        if not f.is_file():
-            continue
-        try:
-            d = json.loads(f.read_text())
-        except json.JSONDecodeError:
-            continue
-        if d.get("source_signature") != _source_signature(c):
-            continue
-        d["intensity_samples"] = [np.asarray(s, dtype=np.float32) for s in np.load(folder / f"{c.case_id}_samples.npy",
-                                                                                     allow_pickle=False)]
-        out[c.case_id] = d
-    return out
-
-
 def _run_cases(cases, ds, plan, cache, fp_folder, num_processes, progress, result, fingerprint, preprocess):
-    existing = _load_fingerprints(ds, fp_folder) if fingerprint else {}
+    existing = load_fingerprints(ds, fp_folder) if fingerprint else {}
     todo = []
     for c in cases:
         need_fp = fingerprint and c.case_id not in existing
@@ -242,16 +190,11 @@ def _process_one(job) -> tuple[str, Optional[str]]:
     case, ds, plan, cache_folder, fp_folder, need_fp, need_pp, n_samples = job
     try:
         images, geometry, label = read_case(case, ds, with_label=True)
-        masks_are_multilabel = ds.layout == LAYOUT_ABDOMENATLAS
+        masks_are_multilabel = layout_of(ds).multilabel_masks
         if need_fp:
             fp = case_fingerprint(images, geometry, label, masks_are_multilabel, len(ds.class_names),
                                   list(ds.label_values), n_samples)
-            samples = np.stack(fp.pop("intensity_samples"))
-            fp["source_signature"] = _source_signature(case)
-            folder = Path(fp_folder)
-            atomic_write_with(folder / f"{case.case_id}_samples.npy",
-                              lambda p: np.save(p, samples, allow_pickle=False), suffix=".npy")
-            atomic_write_json(folder / f"{case.case_id}.json", fp)
+            save_fingerprint(case, fp, Path(fp_folder))
         if need_pp:
             if masks_are_multilabel and not plan.multilabel:
                 label = _masks_to_map(label)
@@ -274,6 +217,7 @@ def _process_one(job) -> tuple[str, Optional[str]]:
 
 
 def _masks_to_map(masks: np.ndarray) -> np.ndarray:
+    """Per-class masks (K, i, j, k) -> label map (i, j, k) with values 1..K (checked not to overlap)."""
     out = np.zeros(masks.shape[1:], dtype=np.int16)
     for k in range(masks.shape[0]):
         out[masks[k] > 0] = k + 1
@@ -286,7 +230,7 @@ def _worker_context():
     no forkserver (Windows, macOS default)."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["suprem_nn.planning.api"])
+        ctx.set_forkserver_preload(["suprem_nn.preprocessing.api"])
         return ctx
     return multiprocessing.get_context("spawn")
 
