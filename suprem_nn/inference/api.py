@@ -28,7 +28,7 @@ import torch
 from ..errors import SupremError
 from ..io.image_io import image_ending, read_image
 from ..utils.atomic import remove_stale_temporaries
-from .cases import Case, find_cases
+from .cases import PredictionCase, find_cases
 from .engines import prepare_engine
 from .parts import merge_part_files, parse_part, part_suffix, select_part
 from .precision import choose_precision
@@ -199,7 +199,7 @@ def run_prediction(predictor: Predictor, input, output, per_class: bool = False,
     per_case: dict[str, dict] = {}
     stats: dict[str, dict] = {}
 
-    def prepare(case: Case):
+    def prepare(case: PredictionCase):
         t0 = time.perf_counter()
         images, geometry = [], None
         for path in case.images:
@@ -213,10 +213,10 @@ def run_prediction(predictor: Predictor, input, output, per_class: bool = False,
         prepared.timings["read"] = t_read
         return prepared
 
-    def finish(case: Case, prepared, probs):
+    def finish(case: PredictionCase, prepared, probs):
         # Full-size per-class masks only where they are written or counted (AbdomenAtlas cases always get
         # segmentations/<class>.nii.gz); multi-label overlaps live only in the masks.
-        result = predictor.export(prepared, probs, keep_masks=per_class or case.atlas or statistics)
+        result = predictor.to_input_grid(prepared, probs, keep_masks=per_class or case.atlas or statistics)
         t0 = time.perf_counter()
         write_case(result, case, per_class, save_probabilities, prepared.images[0] if preview else None)
         result.timings["write"] = time.perf_counter() - t0
@@ -225,7 +225,7 @@ def run_prediction(predictor: Predictor, input, output, per_class: bool = False,
         per_case[case.case_id] = {k: round(v, 3) for k, v in result.timings.items()}
         summary.cases.append(case.case_id)
 
-    def fail(case: Case, exc: BaseException):
+    def fail(case: PredictionCase, exc: BaseException):
         if isinstance(exc, SupremError):
             entry = {"case": case.case_id, "file": exc.path or str(case.images[0]), "problem": exc.problem}
         elif isinstance(exc, OSError):
@@ -245,7 +245,7 @@ def run_prediction(predictor: Predictor, input, output, per_class: bool = False,
     prep_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prep") if workers else None
     export_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export") if workers else None
     prep_futures: dict[int, Future] = {}
-    export_futures: list[tuple[Case, Future]] = []
+    export_futures: list[tuple[PredictionCase, Future]] = []
 
     def wait_exports(limit: int):
         while len(export_futures) > limit:

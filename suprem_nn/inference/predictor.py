@@ -64,7 +64,7 @@ class PredictionResult:
 
 
 class StagedPrediction:
-    """What a predictor does with its three stages (``prepare`` -> ``network_pass`` -> ``export``), which
+    """What a predictor does with its three stages (``prepare`` -> ``network_pass`` -> ``to_input_grid``), which
     :func:`~suprem_nn.inference.run_prediction` also calls one by one to overlap cases."""
 
     def predict_case(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PredictionResult:
@@ -73,7 +73,7 @@ class StagedPrediction:
         t0 = time.perf_counter()
         values = self.network_pass(case)
         case.timings["network"] = time.perf_counter() - t0
-        return self.export(case, values)
+        return self.to_input_grid(case, values)
 
     def predict_to_folder(self, input_path, output_path, **kw):
         """Files API: see :func:`suprem_nn.inference.predict` (this predictor's settings are used)."""
@@ -177,7 +177,7 @@ class Predictor(StagedPrediction):
             total /= len(self.networks)
         return total
 
-    def export(self, case: PreparedCase, probs: torch.Tensor, keep_masks: bool = True) -> PredictionResult:
+    def to_input_grid(self, case: PreparedCase, probs: torch.Tensor, keep_masks: bool = True) -> PredictionResult:
         """Probabilities in network space (on any device) -> label map (and masks) on the original grid.
 
         ``keep_masks`` False skips multi-label plans' full-size per-class masks (K x the original grid, needed

@@ -73,8 +73,23 @@ def dice_counts(logits: torch.Tensor, target: torch.Tensor, multilabel: bool) ->
     return torch.stack([tp, fp, fn]).double()
 
 
-def dice_from_counts(counts: torch.Tensor) -> list[float]:
-    """Per-class Dice ``2TP / (2TP + FP + FN)``; NaN for a class absent from both prediction and reference."""
+def pseudo_dice_per_class(counts: torch.Tensor) -> list[float]:
+    """Per-class Dice ``2TP / (2TP + FP + FN)`` from the counts of :func:`dice_counts` (nnU-Net's "pseudo-Dice").
+
+    Parameters
+    ----------
+    counts : torch.Tensor
+        Shape ``(3, K)``: rows TP, FP, FN, one column per foreground class (summed over batch and voxels).
+
+    Returns
+    -------
+    list of float
+        One Dice per class; NaN for a class absent from both prediction and reference.
+
+    See Also
+    --------
+    suprem_nn.evaluation.metrics.dice_from_counts : the Dice of one class from TP and the two mask sizes.
+    """
     tp, fp, fn = counts
     denom = 2 * tp + fp + fn
     return [float("nan") if d == 0 else float(2 * t / d) for t, d in zip(tp.tolist(), denom.tolist())]

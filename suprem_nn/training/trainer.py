@@ -33,7 +33,7 @@ from .checkpoint import (BEST, FINAL, LATEST, capture_rng_state, find_resume_che
                          restore_rng_state, save_checkpoint, unwrap)
 from .config import TrainingConfig
 from .data import TRAIN, VAL, PatchSampler, epoch_loader, next_batch
-from .losses import dice_counts, dice_from_counts, make_loss
+from .losses import dice_counts, make_loss, pseudo_dice_per_class
 from .precision import choose_training_precision
 from .progress import RunLog
 from .schedule import RECIPES, LRSchedule, make_optimizer
@@ -344,7 +344,7 @@ class Trainer:
             counts += dice_counts(logits.float(), target, self.plan.multilabel).cpu()
         ddp.all_reduce_sum(counts)
         ddp.all_reduce_sum(loss_sum)
-        return float(loss_sum[0] / loss_sum[1]), dice_from_counts(counts)
+        return float(loss_sum[0] / loss_sum[1]), pseudo_dice_per_class(counts)
 
     def _end_epoch(self, train_loss: float, val_loss: float, dices: list[float], seconds: float,
                    data_wait: float) -> dict:

@@ -35,7 +35,7 @@ def test_cuda_prediction_matches_cpu(real_ct, autocast):
     assert p_gpu.device.type == "cuda"
     # float32 on CUDA convolves in TF32 by default; bf16 autocast rounds activations to 8 mantissa bits.
     assert float((p_gpu.cpu() - p_cpu).abs().max()) < (2e-2 if autocast is None else 1e-1)
-    a, b = cpu.export(case, p_cpu), gpu.export(case, p_gpu)
+    a, b = cpu.to_input_grid(case, p_cpu), gpu.to_input_grid(case, p_gpu)
     assert b.label_map.shape == geo.shape and b.label_map.dtype == a.label_map.dtype
     agreement = float((a.label_map == b.label_map).mean())
     assert agreement > (0.999 if autocast is None else 0.99), agreement

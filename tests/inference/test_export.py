@@ -35,7 +35,7 @@ def test_exclusive_export_equals_argmax_on_the_full_grid(real_ct, case_name, spa
     p = Predictor(plan, [net], use_mirroring=False)
     case = p.prepare([img], geo)
     probs = p.network_pass(case)
-    result = p.export(case, probs)
+    result = p.to_input_grid(case, probs)
     expected = _reference_labels(p, case, probs)
     assert result.label_map.shape == geo.shape
     assert set(np.unique(result.label_map)) == {0, 1, 2}
@@ -49,7 +49,7 @@ def test_multilabel_export_equals_thresholding_on_the_full_grid(real_ct):
     p = Predictor(plan, [ThresholdNet((0.5, 0.8), scales=[8.0, 30.0])], use_mirroring=False)
     case = p.prepare([img], geo)
     probs = p.network_pass(case)
-    result = p.export(case, probs)
+    result = p.to_input_grid(case, probs)
     full = restore_to_original(probs.numpy(), case.props, plan, order=1, fill=0.0)
     np.testing.assert_array_equal(result.masks, (full > 0.5).astype(np.uint8))
     assert result.masks[1].sum() > 0 and result.masks[0].sum() > result.masks[1].sum()

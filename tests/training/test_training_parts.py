@@ -12,7 +12,7 @@ from suprem_nn.errors import SupremError
 from suprem_nn.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from suprem_nn.training.config import resolve_config
 from suprem_nn.training.data import TRAIN, VAL, PatchSampler
-from suprem_nn.training.losses import DiceBCELoss, DiceCELoss, dice_counts, dice_from_counts
+from suprem_nn.training.losses import DiceBCELoss, DiceCELoss, dice_counts, pseudo_dice_per_class
 from suprem_nn.training.schedule import LRSchedule
 from suprem_nn.training.splits import SPLITS_FILE, cases_for_fold, kfold_splits
 
@@ -49,10 +49,10 @@ def test_losses_reward_the_right_answer():
     assert DiceCELoss()(torch.zeros(2, 3, 8, 8, 8), labels) > 0.9
     counts = dice_counts(perfect, labels, multilabel=False)
     assert counts[:, 1].tolist() == [2 * 64, 0, 0]                  # class 2: all TP
-    assert np.isnan(dice_from_counts(counts)[0]) and dice_from_counts(counts)[1] == 1.0
+    assert np.isnan(pseudo_dice_per_class(counts)[0]) and pseudo_dice_per_class(counts)[1] == 1.0
     masks = (torch.rand(2, 2, 8, 8, 8) > 0.5).to(torch.uint8)
     assert DiceBCELoss()(masks.float() * 40 - 20, masks) < 0.01
-    half = dice_from_counts(dice_counts(torch.full((2, 2, 8, 8, 8), 5.0), masks, multilabel=True))
+    half = pseudo_dice_per_class(dice_counts(torch.full((2, 2, 8, 8, 8), 5.0), masks, multilabel=True))
     frac = float(masks.float().mean())
     assert half[0] == pytest.approx(2 * frac / (1 + frac), abs=0.05)
 

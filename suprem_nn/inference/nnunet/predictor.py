@@ -143,12 +143,12 @@ class NnunetPredictor(StagedPrediction):
             total /= len(self.networks)
         return total
 
-    def export(self, case: PreparedCase, logits: torch.Tensor, keep_masks: bool = True) -> PredictionResult:
+    def to_input_grid(self, case: PreparedCase, logits: torch.Tensor, keep_masks: bool = True) -> PredictionResult:
         """Logits in network space -> label map on the file's grid (nnU-Net's export rules). nnU-Net's outputs
         are one exclusive label map (regions included), so there are no separate masks to keep."""
         t0 = time.perf_counter()
         props, labels = case.props, self.model.labels
-        axis = self.prep.export_axis(props)
+        axis = self.prep.separate_axis_for_input_grid(props)
         crop_shape = tuple(props.shape_after_cropping)
         dtype = labels.dtype
         if labels.has_regions:
