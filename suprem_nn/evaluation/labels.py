@@ -16,9 +16,26 @@ from ..utils.json_file import read_json
 
 
 def parse_label_spec(spec: Union[str, os.PathLike]) -> tuple[dict[str, Union[int, list]], str]:
-    """Parse ``-l``: ``"liver=1,spleen=2"``, ``"1,2"``, or a dataset.json / plans.json path.
+    """Parse a label spec (``-l``).
 
-    Returns ``(name -> value, description of the source)``. Background (value 0) is dropped from JSON files.
+    Parameters
+    ----------
+    spec : str or os.PathLike
+        ``"liver=1,spleen=2"``, ``"1,2"`` (classes named by their value), ``"kidney=2+3"`` (a region), or the
+        path of a dataset.json / plans.json.
+
+    Returns
+    -------
+    classes : dict
+        Class name -> label value, or list of values for a region; background (value 0) is dropped from JSON
+        files.
+    source : str
+        Where the labels came from, for the summary.
+
+    Raises
+    ------
+    SupremError
+        A malformed item, a repeated class, or no class at all.
     """
     text = os.fspath(spec).strip()
     path = Path(text)
@@ -47,7 +64,24 @@ def parse_label_spec(spec: Union[str, os.PathLike]) -> tuple[dict[str, Union[int
 
 
 def labels_from_json(path: Union[str, os.PathLike]) -> dict[str, Union[int, list]]:
-    """Class name -> value from a dataset.json (either direction of ``labels``) or a plans.json."""
+    """Class names and label values from a JSON file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A dataset.json (``labels`` in either direction: name -> value or value -> name), a plans.json
+        (``class_names`` with ``label_values``) or a run_report.json.
+
+    Returns
+    -------
+    dict
+        Class name -> label value (or list of values for a region), background dropped.
+
+    Raises
+    ------
+    SupremError
+        An unreadable file or one without labels.
+    """
     path = Path(path)
     data = read_json(path, missing="label file not found")
     if isinstance(data, dict) and "class_names" in data and "label_values" in data:
@@ -82,7 +116,26 @@ def labels_from_json(path: Union[str, os.PathLike]) -> dict[str, Union[int, list
 
 
 def validate_labels(labels: Mapping[str, object], source: object = "labels") -> dict[str, Union[int, list]]:
-    """Check names are non-empty strings and values positive integers (or non-empty lists of them)."""
+    """Check a class name -> label value mapping.
+
+    Parameters
+    ----------
+    labels : Mapping
+        Class name -> value.
+    source : object
+        Where the labels came from (a path is named in errors).
+
+    Returns
+    -------
+    dict
+        The same mapping as a plain dict.
+
+    Raises
+    ------
+    SupremError
+        A name that is not a non-empty string, or a value that is not a positive integer (or a non-empty list of
+        them).
+    """
     out: dict[str, Union[int, list]] = {}
     where = None if isinstance(source, str) and not Path(source).suffix else source
     for name, value in labels.items():

@@ -60,41 +60,106 @@ class ClassCounts:
 
     @property
     def dice(self) -> float:
+        """Dice of this class in this case (:func:`dice_from_counts`)."""
         return dice_from_counts(self.tp, self.n_ref, self.n_pred)
 
     @property
     def iou(self) -> float:
+        """IoU of this class in this case (:func:`iou_from_counts`)."""
         return iou_from_counts(self.tp, self.n_ref, self.n_pred)
 
 
 def dice_from_counts(tp: int, n_ref: int, n_pred: int) -> float:
-    """Dice from voxel counts; NaN when both masks are empty (see the module docstring)."""
+    """Dice ``2 TP / (|ref| + |pred|)`` of one class from voxel counts.
+
+    Parameters
+    ----------
+    tp : int
+        Voxels in both masks.
+    n_ref, n_pred : int
+        Voxels in the reference and in the prediction mask.
+
+    Returns
+    -------
+    float
+        NaN when both masks are empty, 0 when only one is (see the module docstring).
+
+    See Also
+    --------
+    suprem_nn.training.losses.pseudo_dice_per_class : per-class Dice of training patches from a (3, K) tensor.
+    """
     denom = n_ref + n_pred
     return math.nan if denom == 0 else 2.0 * tp / denom
 
 
 def iou_from_counts(tp: int, n_ref: int, n_pred: int) -> float:
-    """IoU from voxel counts; NaN when both masks are empty (see the module docstring)."""
+    """IoU ``TP / (|ref| + |pred| - TP)`` of one class from voxel counts.
+
+    Parameters
+    ----------
+    tp : int
+        Voxels in both masks.
+    n_ref, n_pred : int
+        Voxels in the reference and in the prediction mask.
+
+    Returns
+    -------
+    float
+        NaN when both masks are empty, 0 when only one is (see the module docstring).
+    """
     union = n_ref + n_pred - tp
     return math.nan if union == 0 else tp / union
 
 
 def dice(ref: np.ndarray, pred: np.ndarray) -> float:
-    """Dice of two binary masks of the same shape (both empty -> NaN, one empty -> 0)."""
+    """Dice of two binary masks.
+
+    Parameters
+    ----------
+    ref, pred : numpy.ndarray
+        Binary masks of the same shape (any number of axes, any dtype; non-zero is inside).
+
+    Returns
+    -------
+    float
+        NaN when both are empty, 0 when one is.
+    """
     ref, pred = _check_pair(ref, pred)
     tp = int(np.count_nonzero(ref & pred))
     return dice_from_counts(tp, int(np.count_nonzero(ref)), int(np.count_nonzero(pred)))
 
 
 def iou(ref: np.ndarray, pred: np.ndarray) -> float:
-    """Intersection over union of two binary masks (both empty -> NaN, one empty -> 0)."""
+    """Intersection over union of two binary masks.
+
+    Parameters
+    ----------
+    ref, pred : numpy.ndarray
+        Binary masks of the same shape (non-zero is inside).
+
+    Returns
+    -------
+    float
+        NaN when both are empty, 0 when one is.
+    """
     ref, pred = _check_pair(ref, pred)
     tp = int(np.count_nonzero(ref & pred))
     return iou_from_counts(tp, int(np.count_nonzero(ref)), int(np.count_nonzero(pred)))
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
-    """Boundary voxels of a binary mask: the mask minus its 6-connected erosion (array border = outside)."""
+    """Boundary voxels of a binary mask: the mask minus its 6-connected erosion (array border = outside).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Binary, any number of axes.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, same shape.
+    """
     mask = np.asarray(mask, dtype=bool)
     face_neighbours = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=face_neighbours, border_value=0)
@@ -103,7 +168,19 @@ def surface(mask: np.ndarray) -> np.ndarray:
 def surface_dice(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 1.0) -> float:
     """Normalised surface Dice of two binary masks at ``tolerance_mm`` (see the module docstring).
 
-    ``spacing`` is the voxel size in mm along each array axis. Both empty -> NaN, one empty -> 0.
+    Parameters
+    ----------
+    ref, pred : numpy.ndarray
+        Binary masks of the same shape ``(i, j, k)``.
+    spacing : sequence of float
+        Voxel size in mm along each array axis, in the arrays' axis order.
+    tolerance_mm : float
+        How far (Euclidean, mm) a surface voxel may lie from the other surface and still count.
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN when both masks are empty, 0 when one is.
     """
     ref, pred = _check_pair(ref, pred)
     box = union_box(bounding_box(ref), bounding_box(pred), ref.shape, pad=1)
@@ -113,16 +190,45 @@ def surface_dice(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], to
 
 
 def surface_dice_in_box(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance_mm: float) -> float:
-    """NSD of two masks already cropped to (a padded box around) their union; no further cropping."""
+    """NSD of two masks already cropped to (a padded box around) their union; no further cropping.
+
+    Parameters
+    ----------
+    ref, pred : numpy.ndarray
+        Binary masks of the same shape ``(i, j, k)``.
+    spacing : sequence of float
+        Voxel size in mm along each array axis.
+    tolerance_mm : float
+        The tolerance in mm.
+
+    Returns
+    -------
+    float
+        As :func:`surface_dice`.
+    """
     return surface_dices_in_box(ref, pred, spacing, [tolerance_mm])[0]
 
 
 def surface_dices_in_box(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                          tolerances_mm: Sequence[float]) -> list[float]:
-    """NSD at each of several tolerances (mm) of two masks already cropped to a padded box around their union.
+    """NSD at each of several tolerances of two masks already cropped to a padded box around their union.
 
     The surfaces are computed once and shared by every tolerance (NSD at 1 mm and at one voxel cost little
     more than one of them).
+
+    Parameters
+    ----------
+    ref, pred : numpy.ndarray
+        Binary masks of the same shape ``(i, j, k)``.
+    spacing : sequence of float
+        Voxel size in mm along each array axis.
+    tolerances_mm : sequence of float
+        The tolerances in mm.
+
+    Returns
+    -------
+    list of float
+        One NSD per tolerance (NaN when both masks are empty, 0 when one is).
     """
     for t in tolerances_mm:
         _check_tolerance(t)
@@ -148,19 +254,45 @@ def one_voxel_tolerance_mm(spacing: Sequence[float]) -> float:
 
     On 1.5 x 1.5 x 2.5 mm voxels a boundary one slice off is 2.5 mm away, so NSD at 1 mm counts it wrong while
     Dice barely moves; at this tolerance a one-voxel disagreement along any axis is within tolerance.
+
+    Parameters
+    ----------
+    spacing : sequence of float
+        Voxel size in mm along each array axis.
+
+    Returns
+    -------
+    float
+        ``max(spacing)`` in mm.
     """
     return float(max(_check_spacing(spacing, len(tuple(spacing)))))
 
 
 def count_within_tolerance(src: np.ndarray, dst: np.ndarray, spacing: Sequence[float], tolerance_mm: float,
                            method: str = "auto") -> int:
-    """How many ``True`` voxels of ``src`` lie within ``tolerance_mm`` (Euclidean, in mm) of a ``True`` voxel of ``dst``.
+    """How many ``True`` voxels of ``src`` lie within ``tolerance_mm`` (Euclidean, in mm) of a ``True`` voxel of
+    ``dst``.
 
     Two exact methods give the same count: ``"offsets"`` looks every ``src`` voxel up at each voxel offset
     of the tolerance ball (fast when the ball is a few voxels, the usual case: 1 mm at ~1 mm spacing is
     5-7 offsets); ``"edt"`` uses ``scipy.ndimage.distance_transform_edt(~dst, sampling=spacing)`` (cost
     independent of the tolerance). ``"auto"`` picks the cheaper one. Voxels outside the arrays count as
     not in ``dst``; a 1e-6 mm slack keeps a neighbour exactly at the tolerance inside it.
+
+    Parameters
+    ----------
+    src, dst : numpy.ndarray
+        Boolean arrays of the same shape (surfaces, :func:`surface`).
+    spacing : sequence of float
+        Voxel size in mm along each array axis, in the arrays' axis order.
+    tolerance_mm : float
+        The distance in mm.
+    method : str
+        ``"auto"``, ``"offsets"`` or ``"edt"``.
+
+    Returns
+    -------
+    int
     """
     spacing = _check_spacing(spacing, src.ndim)
     tol = float(tolerance_mm) + 1e-6
@@ -203,13 +335,39 @@ def _ball_offsets(spacing: tuple[float, ...], tol: float) -> np.ndarray:
 
 
 def bounding_box(mask: np.ndarray) -> Optional[Box]:
-    """Tight box (tuple of slices) around the non-zero voxels of ``mask``, or None when it is empty."""
+    """Tight box around the non-zero voxels of a mask.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Any number of axes.
+
+    Returns
+    -------
+    tuple of slice or None
+        One slice per axis; None when the mask is empty.
+    """
     boxes = ndimage.find_objects(np.asarray(mask, dtype=bool).view(np.uint8), max_label=1)
     return boxes[0] if boxes and boxes[0] is not None else None
 
 
 def union_box(a: Optional[Box], b: Optional[Box], shape: Sequence[int], pad: int = 1) -> Optional[Box]:
-    """Smallest box holding both boxes, grown by ``pad`` voxels and clipped to ``shape``; None if both None."""
+    """Smallest box holding both boxes, grown by ``pad`` voxels and clipped to ``shape``.
+
+    Parameters
+    ----------
+    a, b : tuple of slice or None
+        Boxes (:func:`bounding_box`); None stands for an empty mask.
+    shape : sequence of int
+        The array shape to clip to.
+    pad : int
+        Voxels added on every side (1 keeps a surface at the array border visible to the erosion).
+
+    Returns
+    -------
+    tuple of slice or None
+        None when both are None.
+    """
     boxes = [x for x in (a, b) if x is not None]
     if not boxes:
         return None
@@ -218,7 +376,18 @@ def union_box(a: Optional[Box], b: Optional[Box], shape: Sequence[int], pad: int
 
 
 def label_boxes(label_map: np.ndarray) -> dict[int, Box]:
-    """Bounding box of every label value > 0 present in an integer label map (one pass)."""
+    """Bounding box of every label value > 0 present in an integer label map, in one pass.
+
+    Parameters
+    ----------
+    label_map : numpy.ndarray
+        Integer values, any number of axes.
+
+    Returns
+    -------
+    dict
+        Label value -> tuple of slices; values absent from the map are left out.
+    """
     if label_map.size == 0:
         return {}
     top = int(label_map.max())
@@ -231,8 +400,23 @@ def label_boxes(label_map: np.ndarray) -> dict[int, Box]:
 def label_map_counts(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Joint histogram ``C[a, b]`` = number of voxels with reference value ``a`` and predicted value ``b``.
 
-    Both arrays must hold non-negative integers. One ``np.bincount`` over ``ref * K + pred`` per slab of
-    ~16M voxels, so memory stays bounded for any volume size.
+    One ``np.bincount`` over ``ref * K + pred`` per slab of ~16M voxels, so memory stays bounded for any volume
+    size.
+
+    Parameters
+    ----------
+    ref, pred : numpy.ndarray
+        Label maps of the same shape holding non-negative integers.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64, shape ``(K, K)`` with K = the largest value in either map + 1.
+
+    Raises
+    ------
+    ValueError
+        Different shapes, non-integer dtypes or negative values.
     """
     ref, pred = np.asarray(ref), np.asarray(pred)
     if ref.shape != pred.shape:
@@ -255,7 +439,17 @@ def label_map_counts(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def present_labels(ref: np.ndarray, pred: np.ndarray) -> list[int]:
-    """Sorted label values > 0 found in either integer label map."""
+    """Sorted label values > 0 found in either integer label map.
+
+    Parameters
+    ----------
+    ref, pred : numpy.ndarray
+        Integer label maps.
+
+    Returns
+    -------
+    list of int
+    """
     found = set()
     for a in (ref, pred):
         if a.size:
@@ -264,10 +458,22 @@ def present_labels(ref: np.ndarray, pred: np.ndarray) -> list[int]:
 
 
 def counts_for(confusion: np.ndarray, value: LabelValue, pred_value: Optional[LabelValue] = None) -> ClassCounts:
-    """Counts of one class from a joint histogram; ``value`` is a label value or a region (list of values).
+    """Counts of one class from a joint histogram.
 
-    ``pred_value`` is the class's value in the prediction when the two maps number classes differently (e.g.
-    liver is 6 in a BTCV reference and 5 in a TotalSegmentator prediction); default: ``value``.
+    Parameters
+    ----------
+    confusion : numpy.ndarray
+        ``(K, K)`` from :func:`label_map_counts`.
+    value : int or list of int
+        The class's value in the reference, or a region (list of values).
+    pred_value : int or list of int, optional
+        The class's value in the prediction when the two maps number classes differently (e.g. liver is 6 in a
+        BTCV reference and 5 in a TotalSegmentator prediction); default: ``value``.
+
+    Returns
+    -------
+    ClassCounts
+        TP, reference and prediction voxel counts (values beyond the histogram count as absent).
     """
     k = confusion.shape[0]
     ref_idx = [v for v in _values(value) if 0 <= v < k]
@@ -328,9 +534,24 @@ def evaluate_label_maps(ref: np.ndarray, pred: np.ndarray, classes: Mapping[str,
 
 def evaluate_masks(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 1.0,
                    ref_box: Optional[Box] = None, pred_box: Optional[Box] = None) -> dict:
-    """Dice, IoU and NSD of one pair of binary masks; boxes (when known) save a pass over each mask.
+    """Dice, IoU and NSD of one pair of binary masks.
 
-    ``ref_box``/``pred_box`` must hold every non-zero voxel of their mask when given.
+    Parameters
+    ----------
+    ref, pred : numpy.ndarray
+        Binary masks of the same shape ``(i, j, k)``.
+    spacing : sequence of float
+        Voxel size in mm along each array axis.
+    tolerance_mm : float
+        The NSD tolerance in mm.
+    ref_box, pred_box : tuple of slice, optional
+        Boxes holding every non-zero voxel of their mask (:func:`bounding_box`), when known: they save a pass
+        over each mask.
+
+    Returns
+    -------
+    dict
+        :func:`class_result`: ``dice``, ``iou``, ``nsd``, ``tp``, ``n_ref``, ``n_pred``.
     """
     ref, pred = _check_pair(ref, pred)
     if ref_box is None:
@@ -346,7 +567,22 @@ def evaluate_masks(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float], 
 
 
 def class_result(c: ClassCounts, nsd: float, extra_nsd: Optional[Mapping[str, float]] = None) -> dict:
-    """One class's result dict; ``extra_nsd`` ({key: NSD}) holds NSD at further tolerances."""
+    """One class's result dict.
+
+    Parameters
+    ----------
+    c : ClassCounts
+        The class's voxel counts.
+    nsd : float
+        NSD at the main tolerance.
+    extra_nsd : Mapping, optional
+        Result key -> NSD at further tolerances (``{"nsd_1voxel": 0.93}``).
+
+    Returns
+    -------
+    dict
+        ``dice``, ``iou``, ``nsd``, the extra keys, ``tp``, ``n_ref``, ``n_pred``.
+    """
     out = {"dice": c.dice, "iou": c.iou, "nsd": float(nsd)}
     out.update({k: float(v) for k, v in (extra_nsd or {}).items()})
     out.update(tp=c.tp, n_ref=c.n_ref, n_pred=c.n_pred)
@@ -354,7 +590,21 @@ def class_result(c: ClassCounts, nsd: float, extra_nsd: Optional[Mapping[str, fl
 
 
 def nanmean_with_count(values: Iterable[float]) -> tuple[float, int, int]:
-    """``(mean of the non-NaN values, how many were used, how many NaN were skipped)``; NaN when none used."""
+    """Mean that skips NaN, with the counts a summary reports.
+
+    Parameters
+    ----------
+    values : iterable of float
+
+    Returns
+    -------
+    mean : float
+        Of the non-NaN values; NaN when there is none.
+    used : int
+        Values averaged.
+    skipped : int
+        NaN values left out.
+    """
     vals = [float(v) for v in values]
     used = [v for v in vals if not math.isnan(v)]
     return (sum(used) / len(used) if used else math.nan), len(used), len(vals) - len(used)

@@ -32,10 +32,27 @@ class OofPlan:
 
     @property
     def activation(self) -> str:
+        """``"sigmoid"`` for a multi-label plan, else ``"softmax"``: how its stored logits become probabilities."""
         return "sigmoid" if self.plan.multilabel else "softmax"
 
 
 def results_dataset_folder(dataset: str) -> Path:
+    """The folder of ``dataset``'s trained models under the results root (``SUPREM_RESULTS``).
+
+    Parameters
+    ----------
+    dataset : str
+        A dataset name.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    SupremError
+        Nothing is trained for ``dataset``; the message lists what the results root holds.
+    """
     folder = dataset_folder(results_root(), dataset)
     if not folder.is_dir():
         raise SupremError(f"no trained models for dataset '{dataset}'; {trained_listing(results_root())}", folder)

@@ -12,8 +12,19 @@ CSV_COLUMNS = ["case", "class", "label", "prediction_label", "dice", "iou", "nsd
 
 
 def format_table(summary: dict) -> str:
-    """Readable table of per-class mean Dice / NSD (at the tolerance and at one voxel) / IoU and the foreground
-    mean, then a line on what the NSD tolerance means on these voxels and one per flagged class."""
+    """Readable table of an evaluation summary.
+
+    Parameters
+    ----------
+    summary : dict
+        The ``summary.json`` dict.
+
+    Returns
+    -------
+    str
+        Per-class mean Dice / NSD (at the tolerance and at one voxel) / IoU and the foreground mean, then a line
+        on what the NSD tolerance (mm) means on these voxels and one per flagged class.
+    """
     settings = summary["settings"]
     tol = settings["nsd_tolerance_mm"]
     voxel = settings.get("nsd_1voxel_tolerance_mm") or []
@@ -44,7 +55,18 @@ def format_table(summary: dict) -> str:
 
 
 def csv_text(summary: dict) -> str:
-    """metrics.csv: one row per case and class (:data:`CSV_COLUMNS`); NaN is an empty field."""
+    """The ``metrics.csv`` text of an evaluation summary.
+
+    Parameters
+    ----------
+    summary : dict
+        The ``summary.json`` dict.
+
+    Returns
+    -------
+    str
+        One row per case and class (:data:`CSV_COLUMNS`), NaN as an empty field.
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -64,6 +86,18 @@ def _label(value) -> str:
 
 
 def json_safe(obj):
+    """``obj`` with every NaN float replaced by None (JSON has no NaN), inside dicts, lists and tuples too.
+
+    Parameters
+    ----------
+    obj : object
+        A JSON-like value.
+
+    Returns
+    -------
+    object
+        The same structure (tuples become lists), valid strict JSON.
+    """
     if isinstance(obj, float):
         return None if math.isnan(obj) else obj
     if isinstance(obj, dict):

@@ -44,6 +44,7 @@ class Candidate:
 
     @property
     def name(self) -> str:
+        """The members joined by ``" + "`` (one plan, or an ensemble of two)."""
         return " + ".join(self.members)
 
     def dice_per_class(self, class_names: Sequence[str], largest_component: Sequence[str] = ()) -> dict[str, float]:
@@ -56,6 +57,7 @@ class Candidate:
         return out
 
     def mean_dice(self, class_names: Sequence[str], largest_component: Sequence[str] = ()) -> float:
+        """Mean over classes of :meth:`dice_per_class` (NaN classes skipped): the number candidates are ranked by."""
         return metrics.nanmean_with_count(self.dice_per_class(class_names, largest_component).values())[0]
 
 
@@ -74,16 +76,41 @@ class Selection:
 
     @property
     def largest_component(self) -> list[str]:
+        """Classes whose Dice improved when only their largest connected component is kept."""
         return [c for c, d in self.postprocessing.items() if d["largest_component"]]
 
     @property
     def activation(self) -> str:
+        """``"sigmoid"`` or ``"softmax"``: the activation of the chosen candidate's first plan."""
         return next(p.activation for p in self.plans if p.name == self.chosen.members[0])
 
 
 def find_best_configuration(dataset: str, plans: Optional[Sequence[str]] = None,
                             folds: Sequence[int] = DEFAULT_FOLDS, progress: bool = True) -> Selection:
-    """Score every plan and compatible pair on the pooled out-of-fold cases, choose, decide post-processing."""
+    """Score every plan and compatible pair on the pooled out-of-fold cases, choose, decide post-processing.
+
+    Parameters
+    ----------
+    dataset : str
+        A dataset with trained cross-validation folds (``SUPREM_RESULTS``).
+    plans : sequence of str, optional
+        The plans to compare (default: every plan with the folds).
+    folds : sequence of int
+        The folds whose validation predictions are pooled.
+    progress : bool
+        Show progress.
+
+    Returns
+    -------
+    Selection
+        Every candidate's Dice per class, the chosen one, and per class whether keeping the largest component
+        helps.
+
+    Raises
+    ------
+    SupremError
+        No plan has every fold's validation probabilities, or the plans disagree on classes.
+    """
     from ..utils.progress import track
 
     t0 = time.perf_counter()

@@ -26,7 +26,18 @@ PP_SUFFIX = " (post-processed)"
 
 
 def write_selection(sel: Selection) -> dict[str, Path]:
-    """Write the four files; returns ``{"instructions", "markdown", "csv", "chart"}`` -> path."""
+    """Write the selection's four files into the dataset's results folder, atomically.
+
+    Parameters
+    ----------
+    sel : Selection
+        The outcome of the selection.
+
+    Returns
+    -------
+    dict
+        ``"instructions"``, ``"markdown"``, ``"csv"``, ``"chart"`` -> the path written.
+    """
     folder = sel.dataset_folder
     paths = {"instructions": folder / INSTRUCTIONS_FILE, "markdown": folder / REPORT_MD, "csv": folder / REPORT_CSV,
              "chart": folder / CHART}
@@ -48,6 +59,19 @@ def columns(sel: Selection) -> list[tuple[str, dict[str, float], float]]:
 
 
 def instructions_json(sel: Selection) -> dict:
+    """The ``inference_instructions.json`` object of a selection: what ``suprem_predict -d`` runs, plus the
+    cross-validation numbers that chose it.
+
+    Parameters
+    ----------
+    sel : Selection
+        The outcome of :func:`~suprem_nn.evaluation.selection.find_best_configuration`.
+
+    Returns
+    -------
+    dict
+        JSON-ready (NaN Dice still to be made safe by the writer).
+    """
     by_name = {p.name: p for p in sel.plans}
     chosen = InferenceInstructions(sel.dataset_folder.name, [Member(m, list(by_name[m].folds))
                                                              for m in sel.chosen.members],
@@ -72,6 +96,20 @@ def instructions_json(sel: Selection) -> dict:
 
 
 def markdown(sel: Selection, paths: dict[str, Path]) -> str:
+    """The human-readable report of a selection: Dice per class and configuration, post-processing, usage.
+
+    Parameters
+    ----------
+    sel : Selection
+        The outcome of the selection.
+    paths : dict
+        ``"instructions"``, ``"chart"``, ``"csv"`` -> the files written beside the report (named in it).
+
+    Returns
+    -------
+    str
+        Markdown text.
+    """
     cols = columns(sel)
     lines = [f"# Configuration selection for {sel.dataset_folder.name}", "",
              f"Cross-validation Dice on the pooled out-of-fold predictions of folds "
@@ -100,6 +138,18 @@ def markdown(sel: Selection, paths: dict[str, Path]) -> str:
 
 
 def csv_text(sel: Selection) -> str:
+    """The selection's numbers as CSV: ``configuration, class, cv_dice, chosen``, one row per class and a mean.
+
+    Parameters
+    ----------
+    sel : Selection
+        The outcome of the selection.
+
+    Returns
+    -------
+    str
+        CSV text with a header row.
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["configuration", "class", "cv_dice", "chosen"])
@@ -112,6 +162,18 @@ def csv_text(sel: Selection) -> str:
 
 
 def chart_png(sel: Selection) -> bytes:
+    """A bar chart of cross-validation Dice per class, one bar per configuration, as PNG bytes (matplotlib, Agg).
+
+    Parameters
+    ----------
+    sel : Selection
+        The outcome of the selection.
+
+    Returns
+    -------
+    bytes
+        The PNG file's contents.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

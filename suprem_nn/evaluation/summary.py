@@ -18,10 +18,29 @@ NSD_1VOXEL = ("one voxel of the coarsest axis of each case: tolerance = max(spac
 
 def build_summary(results: list, match, reference: Path, prediction: Path, tol: float, missing_pred: list,
                   missing_ref: list, seconds: float) -> dict:
-    """The summary dict of the scored ``results`` (one per case, from ``evaluate_case``).
+    """The ``summary.json`` dict of the scored cases.
 
-    ``match`` is the :class:`~suprem_nn.evaluation.label_names.LabelMatch` the cases were scored with; with no
-    class names (``match.classes`` None) every value found in any case is a class named by its number.
+    Parameters
+    ----------
+    results : list of dict
+        One per case, from ``evaluate_case``.
+    match : LabelMatch
+        The :class:`~suprem_nn.evaluation.label_names.LabelMatch` the cases were scored with; with no class names
+        (``match.classes`` None) every value found in any case is a class named by its number.
+    reference, prediction : Path
+        The two sides as given.
+    tol : float
+        The NSD tolerance in mm.
+    missing_pred, missing_ref : list of str
+        Case ids found on one side only.
+    seconds : float
+        Wall time of the evaluation.
+
+    Returns
+    -------
+    dict
+        Settings, per-case results, per-class means (NaN-skipping, with counts) and data checks; NaN kept (the
+        writer makes it JSON-safe).
     """
     if match.classes is None:
         values = sorted({int(c["label"]) for r in results for c in r["classes"].values()})

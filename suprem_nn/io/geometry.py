@@ -39,14 +39,17 @@ class Geometry:
 
     @property
     def direction_matrix(self) -> np.ndarray:
+        """The direction as a 3x3 float64 matrix; column ``a`` is the unit LPS world vector of array axis ``a``."""
         return np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
 
     def to_json(self) -> dict:
+        """``{"shape", "spacing" (mm), "origin" (mm, LPS), "direction" (9 values, row-major)}`` as lists."""
         return {"shape": list(self.shape), "spacing": list(self.spacing),
                 "origin": list(self.origin), "direction": list(self.direction)}
 
     @classmethod
     def from_json(cls, d: dict) -> "Geometry":
+        """The geometry stored by :meth:`to_json`."""
         return cls(tuple(int(v) for v in d["shape"]), tuple(float(v) for v in d["spacing"]),
                    tuple(float(v) for v in d["origin"]), tuple(float(v) for v in d["direction"]))
 
@@ -60,7 +63,20 @@ class Geometry:
         return code
 
     def same_grid(self, other: "Geometry", atol: float = 1e-4) -> bool:
-        """True when both describe the same voxel grid (shape equal, the rest within ``atol``)."""
+        """Whether two geometries describe the same voxel grid.
+
+    Parameters
+    ----------
+    other : Geometry
+        The other grid.
+    atol : float
+        Absolute tolerance on spacing (mm), origin (mm) and direction cosines.
+
+    Returns
+    -------
+    bool
+        True when shapes are equal and the rest agrees within ``atol``.
+    """
         return (tuple(self.shape) == tuple(other.shape)
                 and np.allclose(self.spacing, other.spacing, atol=atol)
                 and np.allclose(self.origin, other.origin, atol=atol)
@@ -76,21 +92,37 @@ class Reorientation:
 
     @property
     def is_identity(self) -> bool:
+        """True when the arrays keep their axis order and direction (nothing to undo)."""
         return self.permutation == (0, 1, 2) and not any(self.flips)
 
     def to_json(self) -> dict:
+        """``{"permutation": [3 ints], "flips": [3 bools]}``."""
         return {"permutation": list(self.permutation), "flips": list(self.flips)}
 
     @classmethod
     def from_json(cls, d: dict) -> "Reorientation":
+        """The reorientation stored by :meth:`to_json`."""
         return cls(tuple(int(v) for v in d["permutation"]), tuple(bool(v) for v in d["flips"]))
 
 
 def plan_reorientation(geometry: Geometry, code: str) -> Reorientation:
-    """Axis permutation and flips that make array axes point along ``code`` (e.g. ``"RAS"``).
+    """Axis permutation and flips that make array axes point along ``code``.
 
     For oblique images the closest axis-aligned orientation is used, as nibabel
     and MONAI do; the permutation maximises the summed alignment.
+
+    Parameters
+    ----------
+    geometry : Geometry
+        The image's grid (its direction matrix decides).
+    code : str
+        Three letters, the direction each new array axis points towards (``"RAS"``: i to the Right, j to
+        Anterior, k to Superior).
+
+    Returns
+    -------
+    Reorientation
+        For :func:`apply_reorientation` and :func:`undo_reorientation`.
     """
     code = code.upper()
     targets = np.array([_LPS_VECTORS[c] for c in code])  # (3 target axes, 3 world)
@@ -102,7 +134,20 @@ def plan_reorientation(geometry: Geometry, code: str) -> Reorientation:
 
 
 def apply_reorientation(array: np.ndarray, r: Reorientation) -> np.ndarray:
-    """Reorient the last three axes of ``array`` (channels, if any, stay first)."""
+    """Reorient the last three axes of ``array``.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Shape ``(..., i, j, k)``; leading axes (channels) stay first and unchanged.
+    r : Reorientation
+        From :func:`plan_reorientation`.
+
+    Returns
+    -------
+    numpy.ndarray
+        A view with the last three axes permuted and flipped.
+    """
     lead = array.ndim - 3
     out = np.transpose(array, tuple(range(lead)) + tuple(lead + p for p in r.permutation))
     for t, f in enumerate(r.flips):
@@ -112,7 +157,20 @@ def apply_reorientation(array: np.ndarray, r: Reorientation) -> np.ndarray:
 
 
 def undo_reorientation(array, r: Reorientation):
-    """Exact inverse of :func:`apply_reorientation`; takes a numpy array or a torch tensor (kept on its device)."""
+    """Exact inverse of :func:`apply_reorientation`.
+
+    Parameters
+    ----------
+    array : numpy.ndarray or torch.Tensor
+        Shape ``(..., x, y, z)`` in the reoriented axis order; a tensor stays on its device.
+    r : Reorientation
+        The reorientation that was applied.
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor
+        Shape ``(..., i, j, k)`` in the file's axis order (a view where possible).
+    """
     lead = array.ndim - 3
     flip_axes = [lead + t for t, f in enumerate(r.flips) if f]
     order = tuple(range(lead)) + tuple(lead + int(p) for p in np.argsort(r.permutation))
@@ -122,7 +180,21 @@ def undo_reorientation(array, r: Reorientation):
 
 
 def reoriented_geometry(geometry: Geometry, r: Reorientation) -> Geometry:
-    """Geometry of the array produced by :func:`apply_reorientation` (same world positions)."""
+    """Geometry of the array produced by :func:`apply_reorientation`.
+
+    Parameters
+    ----------
+    geometry : Geometry
+        The original grid.
+    r : Reorientation
+        The reorientation applied to its arrays.
+
+    Returns
+    -------
+    Geometry
+        Shape and spacing (mm) permuted to the new axis order, direction and origin (mm) changed so every voxel
+        keeps its world position.
+    """
     d = geometry.direction_matrix
     sp = np.asarray(geometry.spacing, dtype=np.float64)
     shape = np.asarray(geometry.shape)

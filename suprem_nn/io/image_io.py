@@ -26,7 +26,19 @@ MAX_SPACING_MM = 1000.0
 
 
 def image_ending(path: str | os.PathLike) -> str | None:
-    """The supported file ending of ``path`` (``".nii.gz"``...), or None."""
+    """The supported image ending of a file name.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file name or path (case is ignored).
+
+    Returns
+    -------
+    str or None
+        The entry of :data:`IMAGE_ENDINGS` it ends with (``".nii.gz"`` before ``".nii"``), lower case; None for
+        other files.
+    """
     name = Path(path).name.lower()
     for ending in IMAGE_ENDINGS:
         if name.endswith(ending):
@@ -35,13 +47,36 @@ def image_ending(path: str | os.PathLike) -> str | None:
 
 
 def strip_ending(path: str | os.PathLike) -> str:
-    """File name without its image ending: ``case_0000.nii.gz`` -> ``case_0000``."""
+    """File name without its image ending: ``case_0000.nii.gz`` -> ``case_0000``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file name or path.
+
+    Returns
+    -------
+    str
+        The name part (folders dropped); the whole name when it has no image ending.
+    """
     name = Path(path).name
     ending = image_ending(name)
     return name[: -len(ending)] if ending else name
 
 
 def is_dicom_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder holding at least one DICOM series (as GDCM finds them).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Any path.
+
+    Returns
+    -------
+    bool
+        False for files and for folders without a DICOM series.
+    """
     path = Path(path)
     return path.is_dir() and bool(_dicom_series_ids(path))
 
@@ -59,10 +94,25 @@ def _dicom_series_ids(folder: Path) -> tuple:
 def read_image(path: str | os.PathLike, check_finite: bool = True) -> tuple[np.ndarray, Geometry]:
     """Read a 3D image file or DICOM series folder.
 
-    Returns ``(array, geometry)``; the array keeps the stored dtype (after DICOM
-    rescale), indexed ``[i, j, k]``. Raises :class:`ImageReadError` naming the
-    file for unreadable files, non-3D images, empty axes, non-finite voxels,
-    impossible spacing and non-orthogonal direction matrices.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file with an ending of :data:`IMAGE_ENDINGS`, or a folder holding one DICOM series.
+    check_finite : bool
+        Refuse NaN or infinite voxels.
+
+    Returns
+    -------
+    array : numpy.ndarray
+        The stored dtype (after DICOM rescale), indexed ``[i, j, k]`` (fastest file axis first).
+    geometry : Geometry
+        Shape, spacing (mm), origin (mm, LPS) and direction, as SimpleITK reports them.
+
+    Raises
+    ------
+    ImageReadError
+        Naming the file, for unreadable files, non-3D images, empty axes, non-finite voxels, impossible spacing
+        and non-orthogonal direction matrices.
     """
     path = Path(path)
     if not path.exists():
@@ -125,7 +175,23 @@ def _check_nifti_finite(path: Path) -> None:
 
 
 def read_geometry(path: str | os.PathLike) -> Geometry:
-    """Geometry of a file from its header only (no voxel data is decoded)."""
+    """Geometry of an image from its header only (no voxel data is decoded; a DICOM folder is read whole).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An image file or DICOM series folder.
+
+    Returns
+    -------
+    Geometry
+        Shape per array axis ``(i, j, k)``, spacing (mm), origin (mm, LPS), direction.
+
+    Raises
+    ------
+    ImageReadError
+        An unreadable header or an image that is not 3D.
+    """
     path = Path(path)
     if path.is_dir():
         return read_image(path, check_finite=False)[1]
@@ -143,7 +209,26 @@ def read_geometry(path: str | os.PathLike) -> Geometry:
 
 
 def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike, compress: bool = True) -> None:
-    """Write ``array`` (indexed ``[i, j, k]``) with ``geometry`` to ``path`` atomically."""
+    """Write an image with its geometry, atomically (temporary file renamed into place).
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Indexed ``[i, j, k]``, shape ``geometry.shape``; bool is written as uint8.
+    geometry : Geometry
+        Spacing (mm), origin (mm, LPS) and direction to store.
+    path : str or os.PathLike
+        The file; its ending (:data:`IMAGE_ENDINGS`) chooses the format.
+    compress : bool
+        Compress where the format allows.
+
+    Raises
+    ------
+    ValueError
+        ``array``'s shape differs from ``geometry.shape``.
+    OSError
+        The file could not be written completely (e.g. a full disk).
+    """
     path = Path(path)
     if tuple(array.shape) != tuple(geometry.shape):
         raise ValueError(f"array shape {array.shape} does not match geometry shape {geometry.shape}")

@@ -31,7 +31,21 @@ class PreprocessedCache:
         return self.folder / f"{case_id}{suffix}"
 
     def is_complete(self, case_id: str, cache_hash: Optional[str] = None) -> bool:
-        """True when the case's files are all there (and were made for ``cache_hash`` if given)."""
+        """Whether a case is completely in the cache.
+
+        Parameters
+        ----------
+        case_id : str
+            The case.
+        cache_hash : str, optional
+            :meth:`Plan.cache_hash` the case must have been made for.
+
+        Returns
+        -------
+        bool
+            True when its properties file (written last) and all its arrays are there, for ``cache_hash`` if
+            given.
+        """
         meta = self._path(case_id, ".json")
         if not meta.is_file():
             return False
@@ -44,7 +58,17 @@ class PreprocessedCache:
         return all(self._path(case_id, s).is_file() for s in ("_data.npy", "_seg.npy", "_locs.npz"))
 
     def case_ids(self, cache_hash: Optional[str] = None) -> list[str]:
-        """Ids of complete cases, sorted."""
+        """Ids of the complete cases, sorted.
+
+        Parameters
+        ----------
+        cache_hash : str, optional
+            Only cases made for this :meth:`Plan.cache_hash`.
+
+        Returns
+        -------
+        list of str
+        """
         if not self.folder.is_dir():
             return []
         ids = [p.name[:-5] for p in self.folder.glob("*.json") if not p.name.startswith(".")]
@@ -52,7 +76,21 @@ class PreprocessedCache:
 
     def write(self, case_id: str, data: np.ndarray, seg: np.ndarray, props: CaseProperties,
               locations: dict[int, np.ndarray]) -> None:
-        """Write one case; the properties file goes last and marks the case complete."""
+        """Write one case; the properties file goes last and marks the case complete.
+
+        Parameters
+        ----------
+        case_id : str
+            The case.
+        data : numpy.ndarray
+            float32 ``(C, x, y, z)`` network input.
+        seg : numpy.ndarray
+            ``(1, x, y, z)`` class indices or ``(K, x, y, z)`` masks (:func:`preprocess_case`).
+        props : CaseProperties
+            The case's properties.
+        locations : dict
+            Class index -> ``(N, 3)`` foreground voxel indices (:func:`sample_class_locations`).
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         self.invalidate(case_id)
         atomic_write_with(self._path(case_id, "_data.npy"), lambda p: _save_npy(p, data), suffix=".npy")
@@ -68,10 +106,38 @@ class PreprocessedCache:
             marker.unlink()
 
     def clean_interrupted_writes(self) -> int:
+        """Remove temporary files left by writes that were killed (never a finished file).
+
+        Returns
+        -------
+        int
+            How many files were removed.
+        """
         return remove_stale_temporaries(self.folder)
 
     def load(self, case_id: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, CaseProperties]:
-        """``(data, seg, properties)``; arrays are memory-mapped read-only when ``mmap``."""
+        """Read one complete case.
+
+        Parameters
+        ----------
+        case_id : str
+            The case.
+        mmap : bool
+            Memory-map the arrays read-only instead of reading them.
+
+        Returns
+        -------
+        data : numpy.ndarray
+            float32 ``(C, x, y, z)``.
+        seg : numpy.ndarray
+            ``(1, x, y, z)`` class indices or ``(K, x, y, z)`` masks.
+        props : CaseProperties
+
+        Raises
+        ------
+        SupremError
+            The case is missing, incomplete or unreadable (the message says to re-run preprocessing).
+        """
         if not self.is_complete(case_id):
             raise SupremError(f"case '{case_id}' is missing or incomplete in the preprocessed cache; "
                               "re-run suprem_plan_and_preprocess", self.folder)
@@ -85,9 +151,23 @@ class PreprocessedCache:
         return data, seg, self.properties(case_id)
 
     def properties(self, case_id: str) -> CaseProperties:
+        """The stored :class:`CaseProperties` of ``case_id`` (what maps its arrays back to the original grid)."""
         return CaseProperties.from_json(json.loads(self._path(case_id, ".json").read_text()))
 
     def class_locations(self, case_id: str) -> dict[int, np.ndarray]:
+        """Stored foreground voxel coordinates per class of ``case_id``, for foreground oversampling.
+
+        Parameters
+        ----------
+        case_id : str
+            A complete case of the cache.
+
+        Returns
+        -------
+        dict
+            Class index 0..K-1 -> int32 array ``(N, 3)`` of voxel indices ``(x, y, z)`` in network space (see
+            :func:`~suprem_nn.preprocessing.pipeline.sample_class_locations`).
+        """
         with np.load(self._path(case_id, "_locs.npz")) as z:
             return {int(k.split("_", 1)[1]): z[k] for k in z.files}
 

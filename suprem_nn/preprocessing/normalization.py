@@ -7,7 +7,27 @@ from ..planning.plans import Normalization
 
 
 def normalize(channel: np.ndarray, n: Normalization) -> np.ndarray:
-    """Return a float32 copy of ``channel`` normalised by scheme ``n.scheme`` (see :class:`Normalization`)."""
+    """Normalise one channel as the plan says.
+
+    Parameters
+    ----------
+    channel : numpy.ndarray
+        One channel ``(i, j, k)`` in raw units (HU for CT).
+    n : Normalization
+        The plan's entry for this channel: ``ct_window`` (clip to ``[lower, upper]`` HU, map to [0, 1]),
+        ``ct_clip_zscore`` (clip, then ``(x - mean) / std`` with dataset statistics), ``zscore`` (per image) or
+        ``none``.
+
+    Returns
+    -------
+    numpy.ndarray
+        A float32 copy, same shape.
+
+    Raises
+    ------
+    ValueError
+        An unknown scheme.
+    """
     x = channel.astype(np.float32, copy=True)
     if n.scheme == "ct_window":
         np.clip(x, n.lower, n.upper, out=x)

@@ -19,12 +19,39 @@ from scipy import ndimage
 
 
 def new_shape_for_spacing(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> list[int]:
-    """Shape after resampling ``shape`` (voxels) from ``spacing`` to ``target`` (mm per axis)."""
+    """Shape after resampling from one voxel size to another.
+
+    Parameters
+    ----------
+    shape : sequence of 3 int
+        Voxels per array axis.
+    spacing, target : sequence of 3 float
+        Current and target voxel size in mm, per array axis (same order as ``shape``).
+
+    Returns
+    -------
+    list of 3 int
+        ``round(shape * spacing / target)`` per axis, at least 1.
+    """
     return [max(1, int(round(s * sp / t))) for s, sp, t in zip(shape, spacing, target)]
 
 
 def separate_axis(spacing_from: Sequence[float], spacing_to: Sequence[float], threshold: float) -> Optional[int]:
-    """Axis to resample separately (order 0), or None when the data is not anisotropic or two axes tie."""
+    """The axis to resample separately (nearest along it), as nnU-Net does for anisotropic data.
+
+    Parameters
+    ----------
+    spacing_from, spacing_to : sequence of 3 float
+        Voxel size in mm before and after resampling, per array axis.
+    threshold : float
+        Ratio of largest to smallest spacing above which data counts as anisotropic (the plan's
+        ``anisotropy_threshold``, 3 as in nnU-Net); ``spacing_from`` is tested first.
+
+    Returns
+    -------
+    int or None
+        The index of the single coarsest axis; None when neither spacing is anisotropic or two axes tie.
+    """
     for spacing in (spacing_from, spacing_to):
         sp = np.asarray(spacing, dtype=np.float64)
         if sp.max() / sp.min() > threshold:
@@ -35,7 +62,24 @@ def separate_axis(spacing_from: Sequence[float], spacing_to: Sequence[float], th
 
 def resample_image(data: np.ndarray, new_shape: Sequence[int], order: int,
                    sep_axis: Optional[int] = None) -> np.ndarray:
-    """Resample intensities (C, i, j, k) to ``new_shape`` with spline ``order`` (0, 1 or 3); float32 out."""
+    """Resample intensities to ``new_shape``.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        Shape ``(C, i, j, k)``, any real dtype.
+    new_shape : sequence of 3 int
+        Target voxels per axis ``(i, j, k)``.
+    order : int
+        Spline order: 0 (nearest), 1 (linear, through torch) or 3 (cubic, scipy).
+    sep_axis : int, optional
+        An axis resampled with nearest-neighbour on its own (:func:`separate_axis`).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(C, *new_shape)`` (a copy even when the shape is unchanged).
+    """
     new_shape = tuple(int(s) for s in new_shape)
     data = np.asarray(data, dtype=np.float32)
     if tuple(data.shape[1:]) == new_shape:
@@ -50,7 +94,7 @@ def resample_image(data: np.ndarray, new_shape: Sequence[int], order: int,
 
 def resample_labels(seg: np.ndarray, new_shape: Sequence[int], multilabel: bool, num_classes: int,
                     order: int = 1, sep_axis: Optional[int] = None) -> np.ndarray:
-    """Resample a label map (1, i, j, k) or binary masks (K, i, j, k) to ``new_shape``.
+    """Resample a label map or binary masks to ``new_shape``.
 
     Each class is interpolated as its own mask (linear for ``order`` >= 1, nearest
     for 0) and re-binarised, so thin structures survive better than with nearest
@@ -58,6 +102,26 @@ def resample_labels(seg: np.ndarray, new_shape: Sequence[int], multilabel: bool,
     background score is 1 - the classes' scores, because interpolated one-hot masks
     still sum to one); multi-label masks threshold at 0.5. Work is confined to each
     class's bounding box, so small organs in a large image cost little.
+
+    Parameters
+    ----------
+    seg : numpy.ndarray
+        A label map ``(1, i, j, k)`` with values 0..K, or binary masks ``(K, i, j, k)`` when ``multilabel``.
+    new_shape : sequence of 3 int
+        Target voxels per axis ``(i, j, k)``.
+    multilabel : bool
+        ``seg`` holds one mask per class.
+    num_classes : int
+        K, the foreground classes.
+    order : int
+        1 (linear per class mask) or 0 (nearest).
+    sep_axis : int, optional
+        An axis resampled with nearest-neighbour on its own.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same dtype and channel count as ``seg``, shape ``(C, *new_shape)``.
     """
     new_shape = tuple(int(s) for s in new_shape)
     if tuple(seg.shape[1:]) == new_shape:
@@ -127,11 +191,27 @@ def _source_indices(n_in: int, n_out: int, mode: str):
 
 def resample_tensor(data: torch.Tensor, new_shape: Sequence[int], order: int = 1,
                     sep_axis: Optional[int] = None) -> torch.Tensor:
-    """Linear (``order`` 1) or nearest (0) resampling of a (C, i, j, k) float tensor, on the tensor's own device.
+    """Linear or nearest resampling of a float tensor, on the tensor's own device.
 
     The same rule as :func:`resample_image` for these orders (cell-centred, ``align_corners=False``); with
     ``sep_axis``, in-plane interpolation per slice and nearest slice selection along that axis. Used by
-    prediction export so probabilities can go back to the original grid on the GPU.
+    prediction to bring probabilities back to the input grid on the GPU.
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        Float, shape ``(C, i, j, k)``.
+    new_shape : sequence of 3 int
+        Target voxels per axis ``(i, j, k)``.
+    order : int
+        1 (linear) or 0 (nearest).
+    sep_axis : int, optional
+        An axis resampled with nearest slice selection on its own.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(C, *new_shape)``, same dtype and device (``data`` itself when the shape is unchanged).
     """
     new_shape = tuple(int(s) for s in new_shape)
     if tuple(data.shape[1:]) == new_shape:

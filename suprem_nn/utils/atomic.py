@@ -46,8 +46,23 @@ os.umask(_UMASK)
 def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``final``; on success rename it over ``final``.
 
-    ``suffix`` keeps a file ending that a writer needs to pick its format
-    (SimpleITK chooses the format from ``.nii.gz``, numpy appends ``.npy``).
+    Parameters
+    ----------
+    final : str or os.PathLike
+        The file to (over)write; its folder is created.
+    suffix : str
+        A file ending the writer needs to pick its format (SimpleITK chooses the format from ``.nii.gz``, numpy
+        appends ``.npy``).
+
+    Yields
+    ------
+    Path
+        The temporary file to write; removed if the block raises.
+
+    Raises
+    ------
+    OSError
+        Naming ``final`` (not the temporary file) when the folder is read-only or the disk is full.
     """
     final = Path(final)
     try:
@@ -98,29 +113,62 @@ def _naming_error(exc: OSError, final: Path) -> OSError:
 
 
 def atomic_write_bytes(final: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``final`` through a temporary file renamed into place (readers never see half a file).
+
+    Parameters
+    ----------
+    final : str or os.PathLike
+        The file to (over)write.
+    data : bytes
+        Its new contents.
+    """
     with atomic_path(final) as tmp:
         tmp.write_bytes(data)
 
 
 def atomic_write_text(final: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8."""
     atomic_write_bytes(final, text.encode("utf-8"))
 
 
 def atomic_write_json(final: str | os.PathLike, obj: Any) -> None:
+    """:func:`atomic_write_text` of ``obj`` as JSON, indented by 2, keys in their order, newline at the end."""
     atomic_write_text(final, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def atomic_write_with(final: str | os.PathLike, writer: Callable[[Path], None], suffix: str = "") -> None:
-    """Call ``writer(tmp_path)`` and move the result into place atomically."""
+    """Let ``writer`` write a temporary file and move it into place atomically.
+
+    Parameters
+    ----------
+    final : str or os.PathLike
+        The file to (over)write.
+    writer : callable
+        ``writer(tmp_path)`` writes the whole file at ``tmp_path``.
+    suffix : str
+        A file ending ``tmp_path`` must carry (see :func:`atomic_path`).
+    """
     with atomic_path(final, suffix=suffix) as tmp:
         writer(tmp)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, now: float | None = None) -> int:
-    """Delete the ``.tmp-*`` leftovers of interrupted writes in ``folder`` whose owner is gone; return how many.
+    """Delete the ``.tmp-*`` leftovers of interrupted writes in ``folder`` whose owner is gone.
 
     A temporary file of a process that is still running (on this host, or on another host and younger than
     :data:`STALE_SECONDS`) is another run's write in progress and is kept.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder to clean (nothing happens when it does not exist).
+    now : float, optional
+        The current time in seconds since the epoch (tests pass one).
+
+    Returns
+    -------
+    int
+        How many files were removed.
     """
     folder = Path(folder)
     if not folder.is_dir():

@@ -50,8 +50,32 @@ def download_file(url: str, part: Path, *, timeout_s: float, progress: bool = Tr
     error line, nothing else).
     A dropped connection or a stall longer than ``timeout_s`` seconds (per connect or read) is retried with an
     HTTP Range request from the bytes already received, up to :data:`MAX_ATTEMPTS` attempts, as long as each
-    attempt makes progress. The progress bar (``progress``) shows on a terminal only. Raises :class:`DownloadError` with a one-line reason (HTTP status, HTML page instead
-    of a file, unreachable host, full disk, stall).
+    attempt makes progress.
+
+    Parameters
+    ----------
+    url : str
+        The file's address.
+    part : Path
+        The partial file to append to (created when missing).
+    timeout_s : float
+        Seconds a connect or read may stall before the attempt is retried.
+    progress : bool
+        Show a progress bar (on a terminal only).
+    desc : str
+        The bar's label.
+    announce : str
+        Logged once the server answers with the file.
+
+    Returns
+    -------
+    int
+        The file's size in bytes.
+
+    Raises
+    ------
+    DownloadError
+        With a one-line reason (HTTP status, HTML page instead of a file, unreachable host, full disk, stall).
     """
     attempts = 0
     while True:

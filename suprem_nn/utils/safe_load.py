@@ -17,6 +17,25 @@ def load_weights_only(path: str | os.PathLike, error: Type[SupremError] = Suprem
     A file that needs arbitrary Python objects (a crafted pickle whose ``__reduce__`` runs a command, or a legacy
     checkpoint holding ``argparse.Namespace``) is refused, and the message does not suggest unsafe loading:
     suprem_nn writes nothing that needs it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.pth`` file.
+    error : type
+        The :class:`SupremError` subclass to raise.
+    map_location : str
+        Device the tensors are loaded to.
+
+    Returns
+    -------
+    object
+        What the file holds (tensors, dicts, lists, numbers, strings).
+
+    Raises
+    ------
+    SupremError
+        ``error`` with one line naming the file.
     """
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
