@@ -43,31 +43,35 @@ ALLOWED = {
 }
 
 
-def imported_modules(path: Path, package_root: Path) -> list[tuple[int, str]]:
-    """``(line, absolute module name)`` of every import in the file ``path`` (functions included)."""
+def imported_modules(path: Path, package_root: Path) -> list[tuple[int, list[str]]]:
+    """Every import in the file ``path`` (functions included): ``(line, names)``, where ``names`` are the absolute
+    module it reads first, then (``from X import y``) ``X.y`` for each imported name, which may be a module."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     # the package a relative import starts from: the file's folder (for __init__.py too)
     package_parts = list(path.relative_to(package_root.parent).parts[:-1])
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
+            found += [(node.lineno, [alias.name]) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:   # relative: "." is the file's own package, each further dot one level up
                 base = package_parts[: len(package_parts) - (node.level - 1)]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            found.append((node.lineno, module))
             # "from .. import training" imports the part itself
-            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names if alias.name != "*"]
+            found.append((node.lineno, [module] + [f"{module}.{a.name}" for a in node.names if a.name != "*"]))
     return found
 
 
 def violations(package_root: Path, allowed=frozenset()) -> list[str]:
     """Every import in the package at ``package_root`` that breaks :data:`FORBIDDEN` or :data:`NOBODY_IMPORTS`,
-    except the ``(file, module)`` pairs of ``allowed``."""
+    except the ``(file, module)`` pairs of ``allowed``; one line per import statement and forbidden part."""
     name = package_root.name
+
+    def under(module: str, target: str) -> bool:
+        return module == target or module.startswith(target + ".")
+
     bad = []
     for path in sorted(package_root.rglob("*.py")):
         rel = path.relative_to(package_root)
@@ -75,13 +79,13 @@ def violations(package_root: Path, allowed=frozenset()) -> list[str]:
         forbidden = [m if m in OUTSIDE else f"{name}.{m}" for m in FORBIDDEN.get(part, ())]
         if part not in NOBODY_IMPORTS:
             forbidden += [f"{name}.{m}" for m in NOBODY_IMPORTS]
-        for line, module in imported_modules(path, package_root):
-            if any(rel.as_posix() == f and (module == f"{name}.{m}" or module.startswith(f"{name}.{m}."))
-                   for f, m in allowed):
+        for line, modules in imported_modules(path, package_root):
+            if any(rel.as_posix() == f and under(modules[0], f"{name}.{m}") for f, m in allowed):
                 continue
             for target in forbidden:
-                if module == target or module.startswith(target + "."):
-                    bad.append(f"{rel}:{line}: {part} imports {module}")
+                hit = next((m for m in modules if under(m, target)), None)
+                if hit is not None:
+                    bad.append(f"{rel}:{line}: {part} imports {hit}")
     return sorted(set(bad))
 
 

@@ -34,12 +34,17 @@ def _atlas_case(root: Path, real_ct: Path, kind: str) -> tuple[Path, Path, int]:
     if kind == "dicom":
         ct = case / "ct"
         shutil.copytree(real_ct / DICOM / "dicom", ct)
-        grid = sitk.ReadImage([str(p) for p in _dicom_files_by_z(ct)])
+        _, geometry = read_image(ct)   # the series' grid as suprem_nn reads it
+        grid = sitk.Image([int(v) for v in geometry.shape], sitk.sitkUInt8)
+        grid.SetSpacing(geometry.spacing)
+        grid.SetOrigin(geometry.origin)
+        grid.SetDirection(geometry.direction)
         # the label map of the full DICOM grid, put on the series' own grid (same voxel centres, only the
         # axis directions differ), so nearest-neighbour resampling moves no voxel
-        seg = sitk.Resample(sitk.ReadImage(str(real_ct / DICOM / "seg_total117_fullgrid.nii.gz")), grid,
-                            sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        full = sitk.ReadImage(str(real_ct / DICOM / "seg_total117_fullgrid.nii.gz"))
+        seg = sitk.Resample(full, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
         liver = sitk.Cast(sitk.BinaryThreshold(seg, 5, 5, 1, 0), sitk.sitkUInt8)   # total117 id 5 = liver
+        assert int(sitk.GetArrayViewFromImage(liver).sum()) == int((sitk.GetArrayViewFromImage(full) == 5).sum())
     else:
         ct = case / f"ct.{kind}"
         sitk.WriteImage(sitk.ReadImage(str(real_ct / SM / "ct.nii.gz")), str(ct))
@@ -49,16 +54,6 @@ def _atlas_case(root: Path, real_ct: Path, kind: str) -> tuple[Path, Path, int]:
     voxels = int(sitk.GetArrayViewFromImage(liver).sum())
     assert voxels > 1000
     return root / "Atlas", ct, voxels
-
-
-def _dicom_files_by_z(folder: Path) -> list[Path]:
-    reader = sitk.ImageFileReader()
-    z = {}
-    for p in folder.iterdir():
-        reader.SetFileName(str(p))
-        reader.ReadImageInformation()
-        z[p] = float(reader.GetMetaData("0020|0032").split("\\")[2])
-    return sorted(z, key=z.get)
 
 
 @pytest.mark.parametrize("kind", ["nhdr", "mhd", "dicom"])
