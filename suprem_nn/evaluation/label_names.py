@@ -99,6 +99,23 @@ def match_classes(ref: Side, pred: Side, labels: Spec = None, ref_labels: Spec =
 def find_label_file(folder: Path) -> Optional[tuple[LabelMap, Path]]:
     """The labels of the first :data:`LABEL_FILES` entry near ``folder`` that names classes, and its path.
 
+    Parameters
+    ----------
+    folder : Path
+        The folder of one evaluation side; label files are looked for in it and in its parents.
+
+    Returns
+    -------
+    tuple of (LabelMap, Path) or None
+        None when no label file names classes.
+
+    Raises
+    ------
+    SupremError
+        A ``dataset.json`` or ``plans.json`` that is not valid.
+
+    Notes
+    -----
     A ``run_report.json`` of an older run names no classes and is passed over; a ``dataset.json`` or
     ``plans.json`` that is not valid is an error naming it (a broken file must not be silently ignored).
     """
@@ -125,8 +142,18 @@ def find_label_file(folder: Path) -> Optional[tuple[LabelMap, Path]]:
 def data_checks(summary: dict, match: LabelMatch) -> dict:
     """Flags from the scored cases: classes with no voxel anywhere, and values a side's label file misses.
 
-    Returns ``{"absent_classes": [...], "undeclared_values": {"reference": [...], "prediction": [...]},
-    "warnings": [...]}`` and logs each warning.
+    Parameters
+    ----------
+    summary : dict
+        The summary being built (its ``cases`` and ``mean``).
+    match : LabelMatch
+        How classes were matched.
+
+    Returns
+    -------
+    dict
+        ``{"absent_classes": [...], "undeclared_values": {"reference": [...], "prediction": [...]},
+        "warnings": [...]}``; each warning is also logged.
     """
     cases = list(summary["cases"].values())
     absent = [n for n in summary["mean"]

@@ -48,7 +48,20 @@ class Candidate:
         return " + ".join(self.members)
 
     def dice_per_class(self, class_names: Sequence[str], largest_component: Sequence[str] = ()) -> dict[str, float]:
-        """Mean over cases of each class's Dice (NaN cases skipped); ``largest_component`` classes post-processed."""
+        """Mean over cases of each class's Dice (NaN cases skipped).
+
+        Parameters
+        ----------
+        class_names : sequence of str
+            The classes.
+        largest_component : sequence of str
+            Classes scored after keeping only their largest connected component.
+
+        Returns
+        -------
+        dict
+            Class name -> mean Dice (NaN when every case is NaN).
+        """
         out = {}
         for name in class_names:
             source = self.lcc if name in largest_component else self.raw

@@ -91,7 +91,19 @@ def build_summary(results: list, match, reference: Path, prediction: Path, tol: 
 
 
 def nsd_note(tol: float, voxel_tols: list) -> str:
-    """Why NSD at ``tol`` mm can sit far below Dice: one sentence for the summary and the console."""
+    """Why NSD at ``tol`` mm can sit far below Dice: one sentence for the summary and the console.
+
+    Parameters
+    ----------
+    tol : float
+        The NSD tolerance in mm.
+    voxel_tols : list of float
+        Each case's one-voxel tolerance in mm (its coarsest voxel size).
+
+    Returns
+    -------
+    str
+    """
     coarsest = max(voxel_tols) if voxel_tols else 0.0
     if tol + 1e-6 >= coarsest:
         return (f"NSD@{tol:g}mm allows at least one voxel on every axis (coarsest voxel {coarsest:g} mm); "

@@ -90,7 +90,25 @@ class Plan:
 
     @classmethod
     def from_json(cls, d: Any, source: str | os.PathLike | None = None) -> "Plan":
-        """Validate types and build a Plan; problems raise :class:`PlanError` naming the field."""
+        """Validate the types of a ``plans.json`` object and build the Plan.
+
+        Parameters
+        ----------
+        d : object
+            The parsed JSON.
+        source : str or os.PathLike, optional
+            The file it came from, named in errors.
+
+        Returns
+        -------
+        Plan
+
+        Raises
+        ------
+        PlanError
+            Naming the field: a missing or mistyped field, a spacing or patch that is not 3 positive numbers, an
+            unsupported format version, or lists whose lengths disagree.
+        """
         if not isinstance(d, dict):
             raise PlanError(f"expected a JSON object, got {type(d).__name__}", source)
         kwargs = {}
