@@ -10,6 +10,7 @@ turns it into an nnU-Net model folder. The benchmark model: 110 s on one H100, 1
 import io
 import json
 import math
+import os
 import sys
 import time
 import numpy as np
@@ -19,6 +20,7 @@ from torch import nn
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
 plans_path, data_path, out_dir, seconds, device = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
+os.makedirs(out_dir, exist_ok=True)  # before training: a missing folder must not cost the trained weights
 cfg = json.load(open(plans_path))["configurations"]["3d_fullres"]
 a = cfg["architecture"]["arch_kwargs"]
 K = 14
