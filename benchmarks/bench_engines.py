@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from suprem_nn.inference.engines import prepare_engine  # noqa: E402
 from suprem_nn.inference.precision import cpu_has_native_bf16  # noqa: E402
-from suprem_nn.networks import build_network, init_from_pretrained, make_fake_released_checkpoint  # noqa: E402
+from suprem_nn.networks import build_network, init_from_pretrained  # noqa: E402
+from tests.fabricated_weights import make_fake_released_checkpoint  # noqa: E402
 
 
 def load() -> float:

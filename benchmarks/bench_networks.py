@@ -38,7 +38,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from suprem_nn.networks import build_network, init_from_pretrained, make_fake_released_checkpoint  # noqa: E402
+from suprem_nn.networks import build_network, init_from_pretrained  # noqa: E402
+from tests.fabricated_weights import make_fake_released_checkpoint  # noqa: E402
 
 MODES = ("fp32", "cl3d", "bf16")
 

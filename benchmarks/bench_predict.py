@@ -85,7 +85,7 @@ def main() -> int:
     ap.add_argument("--keep", default=None, help="copy the label files here (to compare step sizes)")
     args = ap.parse_args()
 
-    from suprem_nn.networks import make_fake_released_checkpoint
+    from tests.fabricated_weights import make_fake_released_checkpoint
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

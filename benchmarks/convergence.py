@@ -42,7 +42,7 @@ def main() -> None:
     for env, sub in (("SUPREM_RAW", "raw"), ("SUPREM_PREPROCESSED", "preprocessed")):
         os.environ[env] = str(base / sub)
     from tests.conftest import make_nnunet_dataset
-    from suprem_nn.networks import make_fake_released_checkpoint
+    from tests.fabricated_weights import make_fake_released_checkpoint
     from suprem_nn.preprocessing.api import plan_and_preprocess
     from suprem_nn.training import train
     make_nnunet_dataset(base / "raw")

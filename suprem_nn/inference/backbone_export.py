@@ -111,7 +111,7 @@ def export_backbone(model: str | Path, output: str | Path, fold: Optional[str] =
     family (the same report ``suprem_train --pretrained-checkpoint`` prints) and the JSON record.
     Raises :class:`ModelError` naming the file for every problem a user can cause.
     """
-    from ..networks.checkpoint import CheckpointError
+    from ..networks import CheckpointError
     from ..networks.release_layout import write_backbone_export
 
     folder = find_model_folder(str(model), plan_name)

@@ -137,7 +137,7 @@ def load_suprem_released(backbone: Optional[str], checkpoint: str | Path) -> tup
     file and both families otherwise). The plan's ``pretrained`` is the family used.
     """
     from ..networks import load_universal_model
-    from ..networks.checkpoint import CheckpointError
+    from ..networks import CheckpointError
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():

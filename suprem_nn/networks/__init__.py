@@ -4,7 +4,7 @@ All networks take (B, C_in, X, Y, Z) float tensors and return logits
 (B, C_out, X, Y, Z); X, Y, Z must be divisible by ``NETWORK_DIVISIBILITY[name]``.
 """
 
-from .checkpoint import (
+from .load_weights import (
     CheckpointError,
     LoadReport,
     ParsedCheckpoint,
@@ -15,7 +15,6 @@ from .checkpoint import (
     read_checkpoint,
 )
 from .class_maps import DIRECT_INFERENCE_TARGETS, SUPREM_CLASS_MAPS, class_names_for
-from .fabricate import RELEASED_FILE_NAMES, RELEASED_KEY_COUNTS, make_fake_released_checkpoint
 from .memory import estimate_memory_bytes, measure_saved_activation_bytes
 from .registry import (
     NETWORK_DIVISIBILITY,
@@ -46,8 +45,6 @@ __all__ = [
     "NETWORK_SPECS",
     "ParsedCheckpoint",
     "PatchMergingV09",
-    "RELEASED_FILE_NAMES",
-    "RELEASED_KEY_COUNTS",
     "SUPREM_CLASS_MAPS",
     "SuPreMSegResNet",
     "SuPreMSwinUNETR",
@@ -61,7 +58,6 @@ __all__ = [
     "is_universal_model",
     "load_checkpoint_file",
     "load_universal_model",
-    "make_fake_released_checkpoint",
     "measure_saved_activation_bytes",
     "read_checkpoint",
     "uses_batch_statistics",

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from ..utils.atomic import atomic_path, atomic_write_json
-from .checkpoint import LoadReport, init_from_pretrained
-from .checkpoint_file import CheckpointError
 from .export_record import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, describe_export, file_sha256, sidecar_path
+from .load_weights import LoadReport, init_from_pretrained
 from .registry import NETWORK_SPECS, build_network
+from .weights_file import CheckpointError
 
 __all__ = ["RELEASE_PREFIXES", "release_state_dict", "check_released_architecture", "write_backbone_export"]
 

@@ -109,8 +109,7 @@ def _timeout_s() -> float:
 def verify_released_file(path, backbone: Optional[str] = None) -> str:
     """Check that ``path`` is a released SuPreM file (``weights_only`` load, family, key set and count); return
     its family. Raises :class:`WeightsError` naming the file and the problem."""
-    from .checkpoint_file import CheckpointError, read_checkpoint
-    from .fabricate import RELEASED_KEY_COUNTS
+    from .weights_file import CheckpointError, read_checkpoint
 
     try:
         parsed = read_checkpoint(path)
@@ -119,7 +118,7 @@ def verify_released_file(path, backbone: Optional[str] = None) -> str:
     family = parsed.family
     if backbone is not None and family != backbone:
         raise WeightsError(f"holds SuPreM {family} weights, not {backbone} ones", path)
-    count, universal = RELEASED_KEY_COUNTS[family], family != "segresnet"
+    count, universal = {"unet": 117, "swinunetr": 170, "segresnet": 83}[family], family != "segresnet"
     if len(parsed.state_dict) != count or parsed.universal != universal:
         layout = "a Universal Model" if universal else "a plain network with its output head"
         raise WeightsError(f"is not the released {family} layout ({layout}, {count} tensors): found "

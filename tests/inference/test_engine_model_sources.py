@@ -38,7 +38,7 @@ def _both_engines(tmp_path, inp, **source) -> tuple[dict, dict]:
 def test_suprem_direct_inference(real_ct, tmp_path, monkeypatch):
     """A released-layout Universal Model (U-Net backbone, batch-statistics BN) through --suprem's recipe."""
     from suprem_nn.inference import models
-    from suprem_nn.networks import make_fake_released_checkpoint
+    from tests.fabricated_weights import make_fake_released_checkpoint
 
     ckpt = make_fake_released_checkpoint("unet", tmp_path / "supervised_suprem_unet_2100.pth")
     original = models.suprem_direct_plan

@@ -134,7 +134,7 @@ def test_bad_sources_are_one_line_naming_the_file(tmp_path, capsys):
 def test_released_segresnet_file_exports_with_the_direct_inference_recipe(tmp_path):
     import onnxruntime as ort
 
-    from suprem_nn.networks import make_fake_released_checkpoint
+    from tests.fabricated_weights import make_fake_released_checkpoint
 
     released = make_fake_released_checkpoint("segresnet", tmp_path / "supremseg.pth", num_classes=32)
     out = tmp_path / "suprem_segresnet.onnx"

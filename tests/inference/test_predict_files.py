@@ -128,7 +128,7 @@ def test_killed_run_resumes_without_redoing_finished_cases(real_ct, tmp_path, mo
 
 def test_suprem_direct_inference_on_abdomenatlas_layout(real_ct, tmp_path, monkeypatch):
     from suprem_nn.inference import models
-    from suprem_nn.networks import make_fake_released_checkpoint
+    from tests.fabricated_weights import make_fake_released_checkpoint
 
     ckpt = make_fake_released_checkpoint("segresnet", tmp_path / "supervised_suprem_segresnet_2100.pth")
     real_plan = models.suprem_direct_plan("segresnet")

@@ -15,9 +15,9 @@ from suprem_nn.networks import (
     init_from_pretrained,
     load_checkpoint_file,
     load_universal_model,
-    make_fake_released_checkpoint,
 )
 from suprem_nn.networks.segresnet import SuPreMSegResNet
+from tests.fabricated_weights import make_fake_released_checkpoint
 
 HEAD_PREFIX = {"unet": "out_tr.", "segresnet": "conv_final.2.", "swinunetr": "out."}
 BACKBONE_KEYS = {"unet": 104, "segresnet": 81, "swinunetr": 157}

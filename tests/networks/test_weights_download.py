@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from suprem_nn.networks import make_fake_released_checkpoint
+from tests.fabricated_weights import make_fake_released_checkpoint
 from suprem_nn.networks.weights import (WeightsError, download_weights, ensure_weights, prefetch_weights,
                                         register_weights, resolve_pretrained_checkpoint)
 

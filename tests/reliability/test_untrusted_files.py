@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from suprem_nn.networks import make_fake_released_checkpoint
+from tests.fabricated_weights import make_fake_released_checkpoint
 
 from .conftest import DATASET, assert_clean_failure, cli
 from .evil import make_malicious_checkpoint

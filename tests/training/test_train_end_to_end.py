@@ -93,7 +93,7 @@ def test_kill_and_continue_equals_uninterrupted_run(tiny_dataset, tmp_path):
 
 def test_pretrained_init_missing_weights_message_and_frozen_encoder(tiny_dataset, tmp_path, monkeypatch, capsys):
     from suprem_nn.cli.train import main
-    from suprem_nn.networks import make_fake_released_checkpoint
+    from tests.fabricated_weights import make_fake_released_checkpoint
     monkeypatch.setenv("SUPREM_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("SUPREM_WEIGHTS", str(tmp_path / "weights"))
     args = [DATASET, "0", "--pretrained", "segresnet", "--epochs", "1", "--iterations-per-epoch", "1",

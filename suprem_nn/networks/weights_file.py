@@ -1,4 +1,4 @@
-"""Reading a SuPreM checkpoint file safely: load, unwrap, strip prefixes, detect the family, check the key set.
+"""Reading one SuPreM weights file safely: load, unwrap, strip prefixes, detect the family, check the key set.
 
 Accepted layouts (reference §2): ``{'net': sd, ...}`` (the released files),
 ``{'state_dict': sd}``, ``{'model': sd}`` or a bare state dict; keys may carry
@@ -9,7 +9,7 @@ Universal Model (U-Net / Swin UNETR), a plain network with its task head
 Files are always read with ``torch.load(weights_only=True)`` unless the caller
 opts in with ``allow_unsafe=True``; every failure a user can cause is raised
 as :class:`CheckpointError` naming the file and the problem. Putting the
-tensors into a model is :mod:`suprem_nn.networks.checkpoint`'s job.
+tensors into a network is :mod:`suprem_nn.networks.load_weights`' job.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Putting a SuPreM checkpoint's tensors into a network (reading the file: :mod:`.checkpoint_file`).
+"""Putting a SuPreM weights file's tensors into a network (reading the file: :mod:`.weights_file`).
 
 Two uses:
 
@@ -9,7 +9,7 @@ Two uses:
   for direct inference.
 
 Both return or raise in plain words: a :class:`LoadReport` of what was loaded, skipped and adapted, or
-:class:`~.checkpoint_file.CheckpointError` naming the file and the problem.
+:class:`~.weights_file.CheckpointError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .checkpoint_file import (CheckpointError, ParsedCheckpoint, _describe_keys, _first_line, load_checkpoint_file,
-                              read_checkpoint)
 from .class_maps import class_names_for
 from .export_record import describe_export
 from .registry import NETWORK_SPECS, build_network, build_universal_model
 from .universal import UNIVERSAL_HEAD_PREFIXES, UniversalModel
+from .weights_file import (CheckpointError, ParsedCheckpoint, _describe_keys, _first_line, load_checkpoint_file,
+                           read_checkpoint)
 
 __all__ = [
     "CheckpointError",

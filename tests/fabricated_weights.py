@@ -1,7 +1,8 @@
-"""Fabricate checkpoints in the exact layout of the SuPreM release, with random values.
+"""Test fixture: checkpoints in the exact layout of the SuPreM release, with random values.
 
 The real ``supervised_suprem_*_2100.pth`` files cannot be downloaded in every
-environment; tests, benchmarks and demos use these stand-ins instead.  The
+environment; tests and benchmarks use these stand-ins instead (the library itself never does, so this
+lives under ``tests/``; benchmarks import it as ``tests.fabricated_weights``).  The
 layout is the released one: ``{'net': state_dict}``, every key prefixed with
 ``module.`` (the files were saved from a DistributedDataParallel model), keys
 in the model's state-dict order:
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .registry import build_network, build_universal_model
+from suprem_nn.networks import build_network, build_universal_model
 
 __all__ = ["make_fake_released_checkpoint", "fake_released_state_dict", "RELEASED_KEY_COUNTS", "RELEASED_FILE_NAMES"]
 
