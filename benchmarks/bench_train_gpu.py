@@ -41,8 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "nnunet_compat"))
 
+from suprem_nn.networks.backbones import released_backbones  # noqa: E402
+
 DATASET = "Dataset101_RealCT"
-BACKBONES = ("unet", "segresnet", "swinunetr")
+BACKBONES = tuple(released_backbones())  # planned at their SuPreM presets (suprem_<backbone>)
 
 
 def _roots(base: Path, results: str = "results") -> None:

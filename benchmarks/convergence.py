@@ -26,10 +26,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from suprem_nn.networks.backbones import released_backbones  # noqa: E402
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--network", default="segresnet", choices=["unet", "segresnet", "swinunetr"])
+    p.add_argument("--network", default="segresnet", choices=released_backbones())
     p.add_argument("--weights", help="a real SuPreM weights file for --network (default: a fabricated one)")
     p.add_argument("--spacing", type=float, default=4.5)
     p.add_argument("--patch", type=int, default=32)

@@ -24,16 +24,9 @@ from pathlib import Path
 
 import torch
 
-from suprem_nn.networks import build_network, build_universal_model
+from suprem_nn.networks import BACKBONES, build_network, build_universal_model, released_backbones
 
-__all__ = ["make_fake_released_checkpoint", "fake_released_state_dict", "RELEASED_KEY_COUNTS", "RELEASED_FILE_NAMES"]
-
-RELEASED_KEY_COUNTS = {"unet": 117, "swinunetr": 170, "segresnet": 83}
-RELEASED_FILE_NAMES = {
-    "unet": "supervised_suprem_unet_2100.pth",
-    "swinunetr": "supervised_suprem_swinunetr_2100.pth",
-    "segresnet": "supervised_suprem_segresnet_2100.pth",
-}
+__all__ = ["make_fake_released_checkpoint", "fake_released_state_dict"]
 
 
 def _randomise(name: str, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -58,12 +51,12 @@ def fake_released_state_dict(family: str, num_classes: int = 32, seed: int = 0) 
     """The ``net`` state dict of a released file (with ``module.`` prefixes) filled with random values."""
     torch.manual_seed(seed)  # the model's own initialisation draws from the global generator
     gen = torch.Generator().manual_seed(seed + 1)
-    if family in ("unet", "swinunetr"):
+    if family not in released_backbones():
+        raise ValueError(f"no released SuPreM file for {family!r}; choose one of {', '.join(released_backbones())}")
+    if BACKBONES[family].release.universal:
         model = build_universal_model(family, num_classes)
-    elif family == "segresnet":
-        model = build_network("segresnet", 1, num_classes)
     else:
-        raise ValueError(f"unknown family {family!r}; choose unet, swinunetr or segresnet")
+        model = build_network(family, 1, num_classes)
     with torch.no_grad():
         return OrderedDict((f"module.{k}", _randomise(k, v, gen)) for k, v in model.state_dict().items())
 

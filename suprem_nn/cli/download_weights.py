@@ -1,4 +1,4 @@
-"""``suprem_download_weights [unet segresnet swinunetr | all] [--to DIR] [--register FILE]``: wraps
+"""``suprem_download_weights [BACKBONE ... | all] [--to DIR] [--register FILE]``: wraps
 :mod:`suprem_nn.networks.weights` (fetch the released SuPreM files ahead of offline use, or place one obtained
 elsewhere after the same checks)."""
 from __future__ import annotations
@@ -8,9 +8,10 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import SupremError
+from ..networks.backbones import released_backbones
 from .common import add_common_arguments, run_command
 
-BACKBONES = ("unet", "segresnet", "swinunetr")
+BACKBONES = tuple(released_backbones())  # the backbones with released SuPreM weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "~/suprem_nn_data/weights), checking each file before it gets its final name; or register a "
                     "file obtained elsewhere. Mirrors: SUPREM_WEIGHTS_URL (base URL) or HF_ENDPOINT.")
     p.add_argument("backbones", nargs="*", metavar="BACKBONE",
-                   help="unet, segresnet, swinunetr or all (with --register: the family the file must be)")
+                   help=f"{', '.join(BACKBONES)} or all (with --register: the family the file must be)")
     p.add_argument("--to", metavar="DIR", help="put the files here instead of the weights folder")
     p.add_argument("--register", metavar="FILE",
                    help="check FILE (a released SuPreM .pth copied by hand) and place it under its released name")
@@ -42,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"registered: {path}")
         return 0
     if not names:
-        raise SupremError("name the backbones to download (unet, segresnet, swinunetr or all), or --register FILE")
+        raise SupremError(f"name the backbones to download ({', '.join(BACKBONES)} or all), or --register FILE")
     for name in names:
         path = download_weights(name, args.to, progress=not args.quiet, verify_existing=True)
         print(f"{name}: {path} (verified)")

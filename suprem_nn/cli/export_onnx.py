@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from ..networks.backbones import released_backbones
 from .common import add_common_arguments, run_command
 
 
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--plan", dest="plan_name", help="plan name, when MODEL is a dataset with several plans")
     p.add_argument("-c", "--checkpoint-name", default="checkpoint_final.pth",
                    help="checkpoint file of the fold (default checkpoint_final.pth; or checkpoint_best.pth)")
-    p.add_argument("--suprem", choices=["unet", "segresnet", "swinunetr"],
+    p.add_argument("--suprem", choices=released_backbones(),
                    help="instead of a model folder: a released SuPreM network with its direct-inference recipe "
                         "(without --checkpoint: the released file from $SUPREM_WEIGHTS, downloaded on first use)")
     p.add_argument("--checkpoint", metavar="FILE", help="a SuPreM-layout .pth file (family read from the file)")

@@ -6,6 +6,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import SupremError
+from ..networks.backbones import backbone_names, released_backbones
 from .common import add_common_arguments, run_command
 
 
@@ -17,9 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--dataset", required=True, nargs="+",
                    help="dataset name (AbdomenAtlas, Dataset101_Liver), numeric id (101) or folder path")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--pretrained", choices=["unet", "segresnet", "swinunetr"], default="unet",
+    g.add_argument("--pretrained", choices=released_backbones(), default="unet",
                    help="plan for this SuPreM backbone's input convention (default: unet)")
-    g.add_argument("--from-scratch", metavar="NETWORK", choices=["unet", "segresnet", "swinunetr"],
+    g.add_argument("--from-scratch", metavar="NETWORK", choices=backbone_names(),
                    help="plan this network from scratch (nnU-Net's rules unless --conventions suprem)")
     p.add_argument("--conventions", choices=["nnunet", "suprem"],
                    help="with --from-scratch: 'suprem' plans at the SuPreM preset's input conventions (1.5 mm, "

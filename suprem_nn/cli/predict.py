@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from ..networks.backbones import released_backbones
 from .common import add_common_arguments, run_command
 
 
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-m", "--model-folder", help="trained model folder holding plans.json and fold_<k>/")
     src.add_argument("-d", "--dataset", help="dataset name or id; the model is looked up under SUPREM_RESULTS")
     src.add_argument("-p", "--plan", help="plan name with -d (needed when the dataset has several)")
-    src.add_argument("--suprem", choices=["unet", "segresnet", "swinunetr"],
+    src.add_argument("--suprem", choices=released_backbones(),
                      help="run a released SuPreM checkpoint with SuPreM's direct-inference recipe (without "
                           "--checkpoint: the released file from $SUPREM_WEIGHTS, downloaded on first use)")
     src.add_argument("--checkpoint", metavar="FILE",

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from ..networks.backbones import released_backbones
 from .common import add_common_arguments, run_command
 
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", dest="plan_name", help="plan name (default: suprem_<backbone> with --pretrained, "
                                                     "else the dataset's only plan)")
     init = p.add_mutually_exclusive_group()
-    init.add_argument("--pretrained", choices=["unet", "segresnet", "swinunetr"],
+    init.add_argument("--pretrained", choices=released_backbones(),
                       help="initialise from the SuPreM backbone (default when the plan was planned --pretrained)")
     init.add_argument("--from-scratch", action="store_true", default=None, help="random initialisation")
     p.add_argument("--pretrained-checkpoint", metavar="PATH",

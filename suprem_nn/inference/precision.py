@@ -5,7 +5,8 @@ labels against float32 and no Dice by more than 0.001, and makes the network pas
 native bfloat16 instructions (AVX512-BF16 / AMX). Without them the CPU emulates bfloat16 and gains nothing, so
 the default there stays float32. channels_last_3d speeds up the convolution-only networks where measured (SuPreM
 U-Net: 1.7x on the CPU, 1.2x on an H100; SegResNet: 1.25x on the CPU with bf16) and slows down the others
-(Swin UNETR, nnU-Net's PlainConvUNet, SegResNet on an H100), so it is chosen per network.
+(Swin UNETR, nnU-Net's PlainConvUNet, SegResNet on an H100), so it is chosen per network
+(``channels_last`` of its entry in suprem_nn/networks/backbones.py).
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from typing import Optional
 
 import torch
 
-__all__ = ["cpu_has_native_bf16", "choose_precision"]
+from ..networks.backbones import BACKBONES
 
-_CHANNELS_LAST = {"cpu": {"unet", "segresnet"}, "cuda": {"unet"}}
+__all__ = ["cpu_has_native_bf16", "choose_precision"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,5 +44,6 @@ def choose_precision(device: torch.device, network: Optional[str], bf16: bool = 
     native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
     autocast = torch.bfloat16 if bf16 or (native and not fp32) else None
     if channels_last is None:
-        channels_last = network in _CHANNELS_LAST.get(device.type, set())
+        spec = BACKBONES.get(network)
+        channels_last = spec is not None and device.type in spec.channels_last
     return autocast, bool(channels_last)

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import backbones
+from .backbones import BACKBONES
 from .class_maps import class_names_for
 from .export_record import describe_export
-from .registry import NETWORK_SPECS, build_network, build_universal_model
+from .registry import build_network, build_universal_model
 from .universal import UNIVERSAL_HEAD_PREFIXES, UniversalModel
 from .weights_file import (CheckpointError, ParsedCheckpoint, _describe_keys, _first_line, load_checkpoint_file,
                            read_checkpoint)
@@ -72,7 +74,7 @@ class LoadReport:
     origin: str | None = None  # where an exported backbone comes from (its JSON record), None for other files
 
     def __str__(self) -> str:
-        spec = NETWORK_SPECS[self.family]
+        spec = BACKBONES[self.family]
         where = f"'{self.container}' entry" if self.container else "top level (bare state dict)"
         lines = [
             f"Checkpoint {self.path}",
@@ -107,7 +109,7 @@ class LoadReport:
 
 
 def _model_in_channels(model: nn.Module, family: str) -> int:
-    return int(model.state_dict()[NETWORK_SPECS[family].input_conv_keys[0]].shape[1])
+    return int(model.state_dict()[BACKBONES[family].input_conv_keys[0]].shape[1])
 
 
 # --------------------------------------------------------------------------- loading
@@ -124,13 +126,14 @@ def init_from_pretrained(model: nn.Module, network_name: str, path, allow_unsafe
     Raises :class:`CheckpointError` if the file holds another backbone, a
     tensor shape differs outside the head, or the file is unreadable/incomplete.
     """
-    if network_name not in NETWORK_SPECS:
-        raise ValueError(f"unknown network {network_name!r}; choose one of {sorted(NETWORK_SPECS)}")
-    spec = NETWORK_SPECS[network_name]
+    spec = backbones.backbone(network_name)
+    if spec.release is None:
+        raise CheckpointError(f"{path}: no SuPreM weights exist for {spec.display} ('{network_name}'), so no weights "
+                              f"file can start it; train it from scratch")
     parsed = read_checkpoint(path, allow_unsafe)
     if parsed.family != network_name:
         raise CheckpointError(
-            f"{parsed.path}: this file holds a {NETWORK_SPECS[parsed.family].display} checkpoint, but the model "
+            f"{parsed.path}: this file holds a {BACKBONES[parsed.family].display} checkpoint, but the model "
             f"is a {spec.display} ('{network_name}'); build the network as '{parsed.family}' or use the matching file"
         )
     target = model.state_dict()
@@ -203,12 +206,12 @@ def load_universal_model(path, backbone: str | None = None, allow_unsafe: bool =
     parsed = read_checkpoint(path, allow_unsafe)
     if backbone is not None and backbone != parsed.family:
         raise CheckpointError(
-            f"{parsed.path}: holds a {NETWORK_SPECS[parsed.family].display} checkpoint, not '{backbone}'"
+            f"{parsed.path}: holds a {BACKBONES[parsed.family].display} checkpoint, not '{backbone}'"
         )
     family, c = parsed.family, parsed.num_classes
     if c is None:
         raise CheckpointError(
-            f"{parsed.path}: holds only a {NETWORK_SPECS[family].display} backbone without an output head, so it "
+            f"{parsed.path}: holds only a {BACKBONES[family].display} backbone without an output head, so it "
             f"cannot run direct inference; use init_from_pretrained() and fine-tune a new head"
         )
     n_in = parsed.in_channels

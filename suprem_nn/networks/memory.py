@@ -2,12 +2,13 @@
 
 estimate = activations + parameter state, where
 
-* activations = batch_size * voxels(patch_size) * ACTIVATION_VALUES_PER_VOXEL[name] * dtype_bytes;
-  the factor is the number of values autograd keeps for the backward pass per
-  input voxel and per sample, measured with :func:`measure_saved_activation_bytes`
-  on this CPU at a 96^3 patch (see ``documentation/pretrained_weights.md``);
-* parameter state = 4 fp32 copies of the weights (weights, gradients and the
-  two AdamW moments).
+* activations = batch_size * voxels(patch_size) * activation_values_per_voxel * dtype_bytes;
+  the factor (an entry of :data:`~.backbones.BACKBONES`) is the number of values
+  autograd keeps for the backward pass per input voxel and per sample, measured
+  with :func:`measure_saved_activation_bytes` on the CPU at a 96^3 patch (see
+  ``documentation/pretrained_weights.md``);
+* parameter state = 4 fp32 copies of the backbone's ``parameter_count`` weights
+  (weights, gradients and the two AdamW moments).
 
 It leaves out allocator fragmentation, cuDNN workspaces and the CUDA context,
 so a planner should keep a safety margin (e.g. use 80% of the device memory).
@@ -21,13 +22,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATION_VALUES_PER_VOXEL", "PARAMETER_COUNTS", "estimate_memory_bytes", "measure_saved_activation_bytes"]
+from .backbones import backbone
 
-# Saved-for-backward values per input voxel per sample (fp32 training, 1 input
-# channel, default head), measured at 96^3 with measure_saved_activation_bytes.
-ACTIVATION_VALUES_PER_VOXEL = {"unet": 876.0, "segresnet": 252.0, "swinunetr": 1368.0}
-# Backbone parameters plus a 32-class head (the head changes the total by < 0.01%).
-PARAMETER_COUNTS = {"unet": 19_075_680, "segresnet": 4_701_424, "swinunetr": 62_188_178}
+__all__ = ["estimate_memory_bytes", "measure_saved_activation_bytes"]
 
 
 def estimate_memory_bytes(name: str, patch_size: Sequence[int], batch_size: int, dtype_bytes: int = 4) -> int:
@@ -36,13 +33,12 @@ def estimate_memory_bytes(name: str, patch_size: Sequence[int], batch_size: int,
     ``dtype_bytes`` is the activation element size (4 for fp32, 2 for bf16/fp16
     autocast); parameters and optimiser state are always counted in fp32.
     """
-    if name not in ACTIVATION_VALUES_PER_VOXEL:
-        raise ValueError(f"unknown network {name!r}; choose one of {sorted(ACTIVATION_VALUES_PER_VOXEL)}")
+    spec = backbone(name)
     if batch_size < 1 or len(patch_size) != 3 or min(patch_size) < 1:
         raise ValueError(f"need batch_size >= 1 and a 3D patch size, got {batch_size}, {tuple(patch_size)}")
     voxels = math.prod(int(s) for s in patch_size)
-    activations = batch_size * voxels * ACTIVATION_VALUES_PER_VOXEL[name] * dtype_bytes
-    return int(activations + 4 * 4 * PARAMETER_COUNTS[name])
+    activations = batch_size * voxels * spec.activation_values_per_voxel * dtype_bytes
+    return int(activations + 4 * 4 * spec.parameter_count)
 
 
 def measure_saved_activation_bytes(model: nn.Module, input_shape: Sequence[int]) -> int:

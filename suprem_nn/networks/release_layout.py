@@ -22,21 +22,21 @@ import torch
 from torch import nn
 
 from ..utils.atomic import atomic_path, atomic_write_json
+from .backbones import Backbone, backbone
 from .export_record import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, describe_export, file_sha256, sidecar_path
 from .load_weights import LoadReport, init_from_pretrained
-from .registry import NETWORK_SPECS, build_network
+from .registry import build_network
 from .weights_file import CheckpointError
 
-__all__ = ["RELEASE_PREFIXES", "release_state_dict", "check_released_architecture", "write_backbone_export"]
-
-# Where the backbone sits in each family's released file.
-RELEASE_PREFIXES = {"unet": "module.backbone.", "swinunetr": "module.backbone.", "segresnet": "module."}
+__all__ = ["release_state_dict", "check_released_architecture", "write_backbone_export"]
 
 
-def _family(family: str):
-    if family not in NETWORK_SPECS:
-        raise ValueError(f"unknown network family {family!r}; choose one of {sorted(NETWORK_SPECS)}")
-    return NETWORK_SPECS[family]
+def _family(family: str) -> Backbone:
+    spec = backbone(family)
+    if spec.release is None:
+        raise CheckpointError(f"{spec.display} has no released SuPreM weights, so there is no released layout to "
+                              f"export its backbone in")
+    return spec
 
 
 def release_state_dict(family: str, model_state: dict[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
@@ -45,7 +45,8 @@ def release_state_dict(family: str, model_state: dict[str, torch.Tensor]) -> "Or
     The task head (``out_tr.*``, ``out.*`` or ``conv_final.2.*``) is left out; tensors are detached,
     contiguous CPU copies, so the saved file holds plain tensors only (loadable with ``weights_only=True``).
     """
-    spec, prefix = _family(family), RELEASE_PREFIXES[family]
+    spec = _family(family)
+    prefix = spec.release.key_prefix
     return OrderedDict((prefix + k, v.detach().to("cpu").contiguous().clone())
                        for k, v in model_state.items() if not k.startswith(spec.head_prefixes))
 
@@ -88,6 +89,7 @@ def write_backbone_export(path, family: str, model_state: dict[str, torch.Tensor
     if sidecar == path:
         raise CheckpointError(f"{path}: the weights file must not end in .json (its record is written to FILE.json)")
     reference = check_released_architecture(family, model_state, source)
+    prefix = _family(family).release.key_prefix
     state = release_state_dict(family, model_state)
     wrote_sidecar = False
     try:
@@ -99,7 +101,7 @@ def write_backbone_export(path, family: str, model_state: dict[str, torch.Tensor
                                       f"loaded back")
             report.path = str(path)
             full = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "family": family,
-                    "layout": f"{{'net': state_dict}}, backbone only, keys under '{RELEASE_PREFIXES[family]}'",
+                    "layout": f"{{'net': state_dict}}, backbone only, keys under '{prefix}'",
                     "tensors": len(state), "weights_file": path.name, "weights_sha256": file_sha256(tmp), **record}
             atomic_write_json(sidecar, full)
             wrote_sidecar = True

@@ -14,9 +14,7 @@ from __future__ import annotations
 import torch
 from monai.networks.nets import SegResNet
 
-__all__ = ["SuPreMSegResNet", "SEGRESNET_DIVISIBILITY", "SEGRESNET_INPUT_CONV_KEYS", "SEGRESNET_HEAD_KEYS"]
-
-from .constants import SEGRESNET_DIVISIBILITY, SEGRESNET_HEAD_KEYS, SEGRESNET_INPUT_CONV_KEYS
+__all__ = ["SuPreMSegResNet"]
 
 
 class SuPreMSegResNet(SegResNet):

@@ -25,12 +25,8 @@ ensure_swin_rearrange()
 __all__ = [
     "PatchMergingV09",
     "SuPreMSwinUNETR",
-    "SWIN_DIVISIBILITY",
-    "SWIN_INPUT_CONV_KEYS",
     "V09_MERGE_OFFSETS",
 ]
-
-from .constants import SWIN_DIVISIBILITY, SWIN_INPUT_CONV_KEYS
 
 # (x, y, z) start offsets of the eight strided slices, in concatenation order,
 # as in MONAI <= 1.4.  Two offsets repeat and (1, 1, 0), (0, 1, 1) are never

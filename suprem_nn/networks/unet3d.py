@@ -18,12 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["BatchStatsBatchNorm3d", "UNet3D", "UNET_DIVISIBILITY", "UNET_INPUT_CONV_KEYS"]
+__all__ = ["BatchStatsBatchNorm3d", "UNet3D", "UNET_DIVISIBILITY"]
 
-UNET_DIVISIBILITY = 8
-# Tensors whose second axis is the number of image channels; the loader adapts
-# these when a multi-modal model is initialised from the 1-channel CT weights.
-UNET_INPUT_CONV_KEYS = ("down_tr64.ops.0.conv1.weight",)
+UNET_DIVISIBILITY = 8  # three 2x max-pools
 
 
 class BatchStatsBatchNorm3d(_BatchNorm):

@@ -24,13 +24,13 @@ from typing import Iterator, Optional
 from ..errors import SupremError
 from ..utils.atomic import atomic_path
 from ..utils.download import DownloadError, download_file
+from .backbones import BACKBONES, released_backbones
 
 log = logging.getLogger("suprem_nn")
 
 DEFAULT_FOLDER = "~/suprem_nn_data/weights"
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_TIMEOUT_S = 30.0
-BACKBONES = ("unet", "segresnet", "swinunetr")
 
 
 class WeightsError(SupremError):
@@ -71,8 +71,9 @@ def released_weights(backbone: str, file_name: Optional[str] = None, url: Option
     from a plan), with the address rewritten by ``SUPREM_WEIGHTS_URL`` or ``HF_ENDPOINT``."""
     from ..planning.presets import load_preset  # plans/ JSON only; planning imports networks elsewhere
 
-    if backbone not in BACKBONES:
-        raise WeightsError(f"unknown SuPreM backbone '{backbone}'; choose one of {', '.join(BACKBONES)}")
+    if backbone not in released_backbones():
+        what = "no SuPreM weights are released for" if backbone in BACKBONES else "unknown SuPreM backbone"
+        raise WeightsError(f"{what} '{backbone}'; choose one of {', '.join(released_backbones())}")
     entry = load_preset(backbone)["checkpoint"]
     file_name = file_name or entry["file"]
     url = url or entry["url"]
@@ -118,7 +119,8 @@ def verify_released_file(path, backbone: Optional[str] = None) -> str:
     family = parsed.family
     if backbone is not None and family != backbone:
         raise WeightsError(f"holds SuPreM {family} weights, not {backbone} ones", path)
-    count, universal = {"unet": 117, "swinunetr": 170, "segresnet": 83}[family], family != "segresnet"
+    release = BACKBONES[family].release  # the reader recognises released families only
+    count, universal = release.file_keys, release.universal
     if len(parsed.state_dict) != count or parsed.universal != universal:
         layout = "a Universal Model" if universal else "a plain network with its output head"
         raise WeightsError(f"is not the released {family} layout ({layout}, {count} tensors): found "
@@ -293,7 +295,7 @@ def resolve_pretrained_checkpoint(plan, explicit: Optional[str], progress: bool 
     found = find_weights(file_name)
     if found is not None:
         return found
-    if plan.pretrained not in BACKBONES:
+    if plan.pretrained not in released_backbones():
         places = weights_search_path(file_name)
         raise SupremError(f"SuPreM weights '{file_name}' not found (looked in {', '.join(map(str, places))}); put "
                           f"it in {places[0].parent} or pass --pretrained-checkpoint PATH")

@@ -22,13 +22,15 @@ from pathlib import Path
 
 import torch
 
-from .registry import NETWORK_SPECS, build_network, build_universal_model
+from .backbones import BACKBONES
+from .registry import build_network, build_universal_model
 
 __all__ = ["CheckpointError", "ParsedCheckpoint", "read_checkpoint", "load_checkpoint_file"]
 
 CONTAINER_KEYS = ("net", "state_dict", "model")
 UNIVERSAL_HEAD_KEYS = 13  # organ_embedding + precls_conv(4) + GAP(4) + controller(2) + text_to_vision(2)
-_FAMILY_MARKERS = (("down_tr64.", "unet"), ("swinViT.", "swinunetr"), ("convInit.", "segresnet"))
+# Only backbones with released SuPreM weights have a file layout the reader recognises.
+_RELEASED = {name: b for name, b in BACKBONES.items() if b.release is not None}
 
 
 class CheckpointError(ValueError):
@@ -63,13 +65,13 @@ class ParsedCheckpoint:
         """Output classes C of the stored head (Universal embedding rows or plain head width)."""
         if self.universal:
             return int(self.state_dict["organ_embedding"].shape[0])
-        spec = NETWORK_SPECS[self.family]
+        spec = BACKBONES[self.family]
         heads = [v for k, v in self.state_dict.items() if k.startswith(spec.head_prefixes) and k.endswith("weight")]
         return int(heads[0].shape[0]) if heads else None
 
     @property
     def in_channels(self) -> int:
-        key = NETWORK_SPECS[self.family].input_conv_keys[0]
+        key = BACKBONES[self.family].input_conv_keys[0]
         return int(self.network_state[key].shape[1])
 
 
@@ -163,15 +165,17 @@ def read_checkpoint(path, allow_unsafe: bool = False) -> ParsedCheckpoint:
             stripped.append("backbone.")
     parsed = ParsedCheckpoint(str(path), dict(sd), container, stripped, ignored, universal=universal)
     body = parsed.network_state
-    found = [fam for marker, fam in _FAMILY_MARKERS if any(k.startswith(marker) for k in body)]
+    found = [fam for fam, b in _RELEASED.items() if any(k.startswith(b.release.marker) for k in body)]
     if len(found) != 1:
+        families = ", ".join(b.display for b in _RELEASED.values())
         raise CheckpointError(
-            f"{path}: does not look like a SuPreM U-Net, SegResNet or Swin UNETR checkpoint "
+            f"{path}: does not look like a SuPreM checkpoint of one of {families} "
             f"(families recognised: {found or 'none'}; first keys: {list(sd)[:4]})"
         )
     parsed.family = found[0]
-    if universal and parsed.family == "segresnet":
-        raise CheckpointError(f"{path}: a Universal-Model text embedding next to a SegResNet is not a SuPreM layout")
+    if universal and not _RELEASED[parsed.family].release.universal:
+        raise CheckpointError(f"{path}: a Universal-Model text embedding next to a "
+                              f"{_RELEASED[parsed.family].display} is not a SuPreM layout")
     _check_key_set(parsed)
     return parsed
 
@@ -196,7 +200,7 @@ def _reference_keys(family: str, universal: bool, with_head: bool) -> tuple[str,
     model = build_universal_model(family, 1) if universal else build_network(family, 1, 1)
     sd = model.state_dict()
     if not universal and not with_head:
-        sd = {k: v for k, v in sd.items() if not k.startswith(NETWORK_SPECS[family].head_prefixes)}
+        sd = {k: v for k, v in sd.items() if not k.startswith(BACKBONES[family].head_prefixes)}
     return tuple(sd)
 
 
@@ -207,14 +211,14 @@ def _describe_keys(keys) -> str:
 
 def _check_key_set(parsed: ParsedCheckpoint) -> None:
     """Reject files whose tensor names differ from the released layout of their family."""
-    spec = NETWORK_SPECS[parsed.family]
+    spec = BACKBONES[parsed.family]
     sd = parsed.state_dict
     body = parsed.network_state
     has_head = any(k.startswith(spec.head_prefixes) for k in body)
     expected = set(_reference_keys(parsed.family, parsed.universal, with_head=has_head and not parsed.universal))
     if parsed.universal:
         present = set(sd)
-        what = f"{spec.display} Universal Model: {len(expected)} tensors ({spec.backbone_keys} backbone + " \
+        what = f"{spec.display} Universal Model: {len(expected)} tensors ({spec.release.backbone_keys} backbone + " \
                f"{UNIVERSAL_HEAD_KEYS} head)"
     else:
         present = set(body)

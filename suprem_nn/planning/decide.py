@@ -112,13 +112,15 @@ def choose_plan(dataset: RawDataset, pretrained: Optional[str] = "unet", network
     Raises
     ------
     PlanError
-        Unknown conventions, or conventions given with a pretrained preset.
+        Unknown conventions, conventions given with a pretrained preset, or a ``pretrained`` backbone without
+        released SuPreM weights.
     DatasetError
         Multi-label training asked for a dataset of label maps.
     """
     check_conventions(pretrained, conventions)
     net = network or "unet"
-    preset = load_preset(pretrained or net) if pretrained or conventions == "suprem" else None
+    preset = load_preset(pretrained or net, need_weights=bool(pretrained)) if pretrained or conventions == "suprem" \
+        else None
     planner = (plan_pretrained if pretrained else plan_scratch_at_conventions) if preset else None
     return PlanChoice(preset["network"] if preset else net, preset, planner, decide_multilabel(dataset, multilabel))
 

@@ -49,7 +49,8 @@ def plan_pretrained(fingerprint: dict, preset: dict, multilabel: bool, gpu_memor
     conv = preset["input_convention"]
     network = preset["network"]
     div = int(preset["divisibility"])
-    notes = [f"planned for the SuPreM {preset['name']} weights ({preset['checkpoint']['file']})"]
+    # a preset without released weights (checkpoint, recipe) is only planned through plan_scratch_at_conventions
+    notes = [f"planned for the SuPreM {preset['name']} weights ({preset.get('checkpoint', {}).get('file')})"]
     spacing = [float(s) for s in (target_spacing or conv["spacing_mm"])]
     notes.append(f"target spacing {spacing} mm " + ("(overridden)" if target_spacing else "(what the weights expect)"))
     median = _median_shape_at(fingerprint, "median_shape_after_crop_body", spacing)
@@ -69,7 +70,7 @@ def plan_pretrained(fingerprint: dict, preset: dict, multilabel: bool, gpu_memor
              for c, name in enumerate(fingerprint["channel_names"])]
     crop = float(conv["crop_foreground_above_hu"]) if norms[0].scheme == "ct_window" else None
     mirror, mirror_note = mirror_axes_for(fingerprint["class_names"])
-    recipe = dict(preset["fine_tuning_recipe"])
+    recipe = dict(preset.get("fine_tuning_recipe", {}))
     recipe.setdefault("iterations_per_epoch", 250)
     return Plan(dataset_name=fingerprint["dataset_name"], plan_name=f"suprem_{preset['name']}", network=network,
                 pretrained=preset["name"], channel_names=list(fingerprint["channel_names"]),
@@ -78,7 +79,7 @@ def plan_pretrained(fingerprint: dict, preset: dict, multilabel: bool, gpu_memor
                 patch_size=patch, batch_size=bs, divisibility=div, median_shape=[int(round(m)) for m in median],
                 image_order=1, label_order=1, anisotropy_threshold=ANISOTROPY_THRESHOLD,
                 network_kwargs=dict(preset.get("network_kwargs", {})), training=recipe,
-                checkpoint=dict(preset["checkpoint"]), mirror_axes=mirror,
+                checkpoint=dict(preset.get("checkpoint", {})), mirror_axes=mirror,
                 notes=notes + ([mirror_note] if mirror_note else []) + list(preset.get("notes", [])))
 
 

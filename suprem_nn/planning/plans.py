@@ -44,7 +44,7 @@ class Normalization:
 class Plan:
     dataset_name: str
     plan_name: str
-    network: str                      # registry name: "unet" | "segresnet" | "swinunetr"
+    network: str                      # a key of suprem_nn.networks.backbones.BACKBONES, e.g. "unet"
     pretrained: Optional[str]         # preset name the plan follows, None when planned from scratch
     channel_names: list[str]
     class_names: list[str]            # foreground classes; output channel c <-> class_names[c] (see below)

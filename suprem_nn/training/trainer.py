@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import SupremError
+from ..networks.backbones import BACKBONES
 from ..networks.weights import resolve_pretrained_checkpoint
 from ..paths import results_root
 from ..utils.atomic import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
@@ -38,10 +39,6 @@ from .precision import choose_training_precision
 from .progress import RunLog
 from .schedule import RECIPES, LRSchedule, make_optimizer
 from .splits import cases_for_fold
-
-# Parameters of the encoder, per family, for --freeze-encoder-epochs (module-name prefixes).
-ENCODER_PREFIXES = {"unet": ("down_tr",), "segresnet": ("convInit", "down_layers"),
-                    "swinunetr": ("swinViT", "encoder")}
 
 
 def pick_device(name: str, local_rank: int) -> torch.device:
@@ -228,7 +225,7 @@ class Trainer:
 
     def _wrap(self, freeze: bool) -> torch.nn.Module:
         """Set encoder requires_grad and (re)build the DDP / compile wrapper around the network."""
-        prefixes = ENCODER_PREFIXES.get(self.plan.network, ())
+        prefixes = BACKBONES[self.plan.network].encoder_prefixes
         for name, p in self.network.named_parameters():
             p.requires_grad_(not (freeze and name.startswith(prefixes)))
         model = self.network
@@ -249,7 +246,7 @@ class Trainer:
             if self.epoch == cfg.freeze_encoder_epochs and cfg.freeze_encoder_epochs and self.pretrained:
                 self.log.line(f"epoch {self.epoch}: encoder unfrozen")
             if any(p.requires_grad is frozen for n, p in self.network.named_parameters()
-                   if n.startswith(ENCODER_PREFIXES.get(self.plan.network, ()))):
+                   if n.startswith(BACKBONES[self.plan.network].encoder_prefixes)):
                 self.train_model = self._wrap(frozen)
             t0 = time.perf_counter()
             train_loss, data_wait = self._train_epoch()

@@ -1,10 +1,11 @@
-"""Architecture facts of the three SuPreM backbones and the Universal Model (reference §1)."""
+"""Architecture facts of the backbones and the Universal Model (reference §1)."""
 
 import pytest
 import torch
 from torch import nn
 
 from suprem_nn.networks import (
+    BACKBONES,
     NETWORK_DIVISIBILITY,
     build_network,
     build_universal_model,
@@ -54,6 +55,25 @@ def test_swinunetr_parameter_and_key_counts():
     assert sd["swinViT.layers1.0.downsample.reduction.weight"].shape == (96, 384)
 
 
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_backbone_entry_agrees_with_the_network_it_builds(name):
+    """The facts of a backbone's entry that can be read off its network are checked against the network."""
+    spec = BACKBONES[name]
+    base = build_network(name, 1, 32).state_dict()
+    assert sum(v.numel() for v in build_network(name, 1, 32).parameters()) == spec.parameter_count
+    # input_conv_keys: exactly the tensors whose axis 1 follows the input channel count
+    two_inputs = build_network(name, 2, 32).state_dict()
+    assert sorted(k for k in base if two_inputs[k].shape != base[k].shape) == sorted(spec.input_conv_keys)
+    assert all(two_inputs[k].shape[1] == 2 for k in spec.input_conv_keys)
+    # head_prefixes: every tensor that follows the output channel count, and nothing of the encoder
+    five_outputs = build_network(name, 1, 5).state_dict()
+    head = [k for k in base if five_outputs[k].shape != base[k].shape]
+    assert head and all(k.startswith(spec.head_prefixes) for k in head)
+    assert all(any(k.startswith(p) for k in base) for p in spec.encoder_prefixes)
+    assert not any(k.startswith(spec.head_prefixes) and k.startswith(spec.encoder_prefixes) for k in base)
+    assert NETWORK_DIVISIBILITY[name] == spec.divisibility
+
+
 @pytest.mark.parametrize("backbone, keys, params, bottleneck, decoder",
                          [("unet", 117, 19_416_417, 512, 64), ("swinunetr", 170, 62_595_315, 768, 48)])
 def test_universal_model_counts_and_head_layout(backbone, keys, params, bottleneck, decoder):
@@ -91,7 +111,7 @@ def test_swin_accepts_non_cubic_multichannel_input():
     assert y.shape == (1, 4, 32, 64, 32)
 
 
-@pytest.mark.parametrize("name", ["unet", "segresnet", "swinunetr"])
+@pytest.mark.parametrize("name", list(BACKBONES))
 def test_non_divisible_input_is_rejected_with_clear_error(name):
     d = NETWORK_DIVISIBILITY[name]
     model = build_network(name, 1, 2).eval()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from suprem_nn.networks import (
+    BACKBONES,
     SUPREM_CLASS_MAPS,
     CheckpointError,
     UniversalModel,
@@ -275,6 +276,16 @@ def test_truncated_corrupt_empty_and_missing_files(tmp_path, released):
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_checkpoint_file(tmp_path / "absent.pth")
     assert issubclass(CheckpointError, ValueError)
+
+
+def test_backbone_table_states_the_released_layouts():
+    """The release facts of the backbone table equal the counts this file states independently (reference §2)."""
+    released = {name: b.release for name, b in BACKBONES.items() if b.release is not None}
+    assert sorted(released) == sorted(FILE_KEYS)
+    for family, release in released.items():
+        assert (release.file_keys, release.backbone_keys) == (FILE_KEYS[family], BACKBONE_KEYS[family])
+        assert BACKBONES[family].head_prefixes == (HEAD_PREFIX[family],)
+        assert release.key_prefix == ("module." if family == "segresnet" else "module.backbone.")
 
 
 def test_not_a_suprem_checkpoint(tmp_path):
