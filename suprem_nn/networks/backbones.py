@@ -114,6 +114,15 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
         activation_values_per_voxel=1368.0, parameter_count=62_188_178,
         channels_last=frozenset(), preset="swinunetr.json",
         release=SuPreMRelease(marker="swinViT.", backbone_keys=157, file_keys=170, universal=True)),
+    # MedNeXt-B, 3x3x3 kernels, from scratch only (no SuPreM weights); why this configuration: mednext.py.
+    # Activations: 1903.9 / 1940.3 / 1953.2 values per voxel at 32^3 / 64^3 / 96^3 (MONAI 1.6.1, CPU).
+    # channels_last_3d on the CPU: one 96^3 window in 19.9 s against 34.4 s (benchmarks/bench_networks.py,
+    # fp32, 2 busy cores); not measured on a GPU, so the default layout there.
+    Backbone(
+        name="mednext", display="MedNeXt (MONAI)", constructor="mednext:MedNeXtCT", divisibility=16,
+        encoder_prefixes=("stem", "enc_stages", "down_blocks", "bottleneck"), head_prefixes=("out_0.",),
+        input_conv_keys=("stem.weight",), activation_values_per_voxel=1954.0, parameter_count=10_511_840,
+        channels_last=frozenset({"cpu"}), preset="mednext.json", release=None),
 )}
 
 

@@ -1,4 +1,4 @@
-"""Architecture facts of the backbones and the Universal Model (reference §1)."""
+"""Architecture facts of the backbones (the three SuPreM ones and MedNeXt) and the Universal Model (reference §1)."""
 
 import pytest
 import torch
@@ -55,6 +55,25 @@ def test_swinunetr_parameter_and_key_counts():
     assert sd["swinViT.layers1.0.downsample.reduction.weight"].shape == (96, 384)
 
 
+def test_mednext_is_mednext_b_with_3x3x3_kernels():
+    model = build_network("mednext", 1, 32)
+    sd = model.state_dict()
+    assert len(sd) == 228
+    assert n_params(model) == 10_511_840  # MONAI's create_mednext("B") with a 32-class head
+    assert sd["stem.weight"].shape == (32, 1, 1, 1, 1)
+    assert sd["enc_stages.0.0.conv1.weight"].shape == (32, 1, 3, 3, 3)  # depth-wise 3x3x3
+    assert sd["enc_stages.3.0.conv2.weight"].shape == (4 * 256, 256, 1, 1, 1)  # expansion ratio 4 at stage 4
+    assert sd["bottleneck.1.conv2.weight"].shape == (4 * 512, 512, 1, 1, 1)
+    assert sd["out_0.conv_out.weight"].shape == (32, 32, 1, 1, 1)  # a transposed conv: (in, out, ...)
+    assert "down_blocks.0.res_conv.weight" in sd  # residual connections on
+    assert not any(k.startswith("out_blocks.") for k in sd)  # no deep-supervision heads
+    model.train()
+    y = model(torch.randn(1, 1, 16, 16, 32))
+    assert isinstance(y, torch.Tensor) and y.shape == (1, 32, 16, 16, 32)  # one output in training, too
+    with pytest.raises(ValueError, match=r"cannot train on \(16, 16, 16\) patches: at least one axis must be 32"):
+        model(torch.randn(1, 1, 16, 16, 16))
+
+
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_backbone_entry_agrees_with_the_network_it_builds(name):
     """The facts of a backbone's entry that can be read off its network are checked against the network."""
@@ -94,7 +113,7 @@ def test_universal_model_counts_and_head_layout(backbone, keys, params, bottlene
     assert n_params(build_universal_model(backbone, 9)) == params
 
 
-@pytest.mark.parametrize("name, shape", [("unet", (16, 24, 40)), ("segresnet", (8, 24, 32))])
+@pytest.mark.parametrize("name, shape", [("unet", (16, 24, 40)), ("segresnet", (8, 24, 32)), ("mednext", (16, 32, 48))])
 @pytest.mark.parametrize("in_ch, out_ch", [(1, 3), (2, 1)])
 def test_conv_networks_accept_any_divisible_size_and_channel_counts(name, shape, in_ch, out_ch):
     model = build_network(name, in_ch, out_ch).eval()
@@ -120,11 +139,13 @@ def test_non_divisible_input_is_rejected_with_clear_error(name):
 
 
 def test_divisibility_table_and_unknown_name():
-    assert NETWORK_DIVISIBILITY == {"unet": 8, "segresnet": 8, "swinunetr": 32}
+    assert NETWORK_DIVISIBILITY == {"unet": 8, "segresnet": 8, "swinunetr": 32, "mednext": 16}
     with pytest.raises(ValueError, match="unknown network"):
         build_network("resnet", 1, 2)
     with pytest.raises(ValueError):
         build_universal_model("segresnet", 32)
+    with pytest.raises(ValueError, match="Universal Model exists only for 'unet' and 'swinunetr'"):
+        build_universal_model("mednext", 32)
 
 
 def test_uses_batch_statistics_flags():
@@ -132,5 +153,6 @@ def test_uses_batch_statistics_flags():
     assert not uses_batch_statistics(build_network("unet", 1, 2, batch_stats_in_eval=False))
     assert uses_batch_statistics(build_universal_model("unet", 4))
     assert not uses_batch_statistics(build_network("segresnet", 1, 2))
+    assert not uses_batch_statistics(build_network("mednext", 1, 2))  # GroupNorm
     assert not uses_batch_statistics(nn.Sequential(nn.Conv3d(1, 2, 1), nn.BatchNorm3d(2)))
     assert uses_batch_statistics(nn.Sequential(nn.Conv3d(1, 2, 1), nn.BatchNorm3d(2, track_running_stats=False)))

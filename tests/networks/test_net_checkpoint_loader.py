@@ -288,6 +288,21 @@ def test_backbone_table_states_the_released_layouts():
         assert release.key_prefix == ("module." if family == "segresnet" else "module.backbone.")
 
 
+def test_backbone_without_released_weights_cannot_start_from_a_file(tmp_path, released):
+    model = build_network("mednext", 1, 2, init_filters=4, blocks_down=[1, 1, 1, 1], blocks_bottleneck=1,
+                          blocks_up=[1, 1, 1, 1])
+    with pytest.raises(CheckpointError, match=r"no SuPreM weights exist for MedNeXt .*'mednext'.*train it from scratch"):
+        init_from_pretrained(model, "mednext", released["segresnet"])
+    # a MedNeXt state dict is not mistaken for a SuPreM file of another family
+    torch.save({"net": model.state_dict()}, tmp_path / "mednext.pth")
+    with pytest.raises(CheckpointError, match="does not look like a SuPreM checkpoint"):
+        load_checkpoint_file(tmp_path / "mednext.pth")
+    # nor can its backbone be exported in a released layout (suprem_export_backbone)
+    from suprem_nn.networks.release_layout import release_state_dict
+    with pytest.raises(CheckpointError, match="has no released SuPreM weights"):
+        release_state_dict("mednext", model.state_dict())
+
+
 def test_not_a_suprem_checkpoint(tmp_path):
     torch.save({"net": {"encoder.layer.weight": torch.zeros(2)}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="does not look like a SuPreM"):

@@ -5,7 +5,7 @@ import pytest
 from suprem_nn.networks import BACKBONES, build_network, estimate_memory_bytes, measure_saved_activation_bytes
 
 
-@pytest.mark.parametrize("name", ["unet", "segresnet"])
+@pytest.mark.parametrize("name", ["unet", "segresnet", "mednext"])
 def test_estimate_matches_measured_activations_at_another_size(name):
     """Factors were calibrated at 96^3; conv-net activations scale linearly, so 32^3 must agree."""
     model = build_network(name, 1, 32)
