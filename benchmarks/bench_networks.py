@@ -1,8 +1,9 @@
-"""CPU forward-time benchmark of the three SuPreM backbones on one 96^3 window.
+"""CPU forward-time benchmark of every backbone on one 96^3 window.
 
-For each backbone (initialised from a fabricated checkpoint in the released
-layout, 32-class fresh head, eval mode, batch 1) it reports the median time of
-one forward pass in
+For each backbone of ``suprem_nn.networks.BACKBONES`` (initialised from a
+fabricated checkpoint in the released layout, or with seeded random weights
+when no SuPreM weights exist, e.g. MedNeXt; 32-class fresh head, eval mode,
+batch 1) it reports the median time of one forward pass in
 
 * fp32 (default memory format),
 * fp32 with ``torch.channels_last_3d`` weights and input,
@@ -15,7 +16,7 @@ It also measures the machine's plain ``Conv3d`` ceiling (GFLOP/s of a
 compared to.
 
 Usage:  python benchmarks/bench_networks.py [--repeats 2] [--warmup 1]
-            [--networks unet,segresnet,swinunetr] [--size 96] [--modes fp32,cl3d,bf16] [--json out.json]
+            [--networks unet,segresnet,swinunetr,mednext] [--size 96] [--modes fp32,cl3d,bf16] [--json out.json]
 
 This is a measurement script, not a test.  On a shared machine the load
 average (printed) inflates the times; compare figures from one run only.
@@ -38,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from suprem_nn.networks import build_network, init_from_pretrained  # noqa: E402
+from suprem_nn.networks import BACKBONES, build_network, init_from_pretrained  # noqa: E402
 from tests.fabricated_weights import make_fake_released_checkpoint  # noqa: E402
 
 MODES = ("fp32", "cl3d", "bf16")
@@ -79,10 +80,12 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def bench_network(name: str, ckpt_dir: Path, size: int, modes: list[str], repeats: int, warmup: int) -> dict:
-    path = make_fake_released_checkpoint(name, ckpt_dir / f"{name}.pth")
+    torch.manual_seed(0)
     model = build_network(name, 1, 32)
-    init_from_pretrained(model, name, path)
-    path.unlink()
+    if BACKBONES[name].suprem_weights:  # else the seeded random initialisation: the same cost per forward
+        path = make_fake_released_checkpoint(name, ckpt_dir / f"{name}.pth")
+        init_from_pretrained(model, name, path)
+        path.unlink()
     model.eval()
     torch.manual_seed(0)
     x = torch.rand(1, 1, size, size, size)  # intensities already scaled to [0, 1], as after preprocessing
@@ -117,7 +120,7 @@ def bench_network(name: str, ckpt_dir: Path, size: int, modes: list[str], repeat
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--networks", default="unet,segresnet,swinunetr")
+    ap.add_argument("--networks", default=",".join(BACKBONES), help="comma-separated backbone names")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--size", type=int, default=96, help="cubic window edge in voxels")
     ap.add_argument("--repeats", type=int, default=2, help="timed forward passes per mode")
