@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from ..model_folder import BEST_CHECKPOINT, FINAL_CHECKPOINT
 from .common import add_common_arguments, run_command
 
 
@@ -20,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FILE.pth", help="weights file to write")
     p.add_argument("-f", "--fold", help="fold to export: 0-4 or 'all' (default: the only trained fold)")
     p.add_argument("-p", "--plan", dest="plan_name", help="plan name, when MODEL is a dataset with several plans")
-    p.add_argument("-c", "--checkpoint", default="checkpoint_final.pth",
-                   help="checkpoint file of the fold (default checkpoint_final.pth; or checkpoint_best.pth)")
+    p.add_argument("-c", "--checkpoint", default=FINAL_CHECKPOINT,
+                   help=f"checkpoint file of the fold (default {FINAL_CHECKPOINT}; or {BEST_CHECKPOINT})")
     add_common_arguments(p)
     return p
 

@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from ..model_folder import BEST_CHECKPOINT, FINAL_CHECKPOINT
 from ..networks.backbones import released_backbones
 from .common import add_common_arguments, run_command
 
@@ -22,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="ONNX file to write")
     p.add_argument("-f", "--fold", help="fold to export: 0-4 or 'all' (default: the only trained fold)")
     p.add_argument("-p", "--plan", dest="plan_name", help="plan name, when MODEL is a dataset with several plans")
-    p.add_argument("-c", "--checkpoint-name", default="checkpoint_final.pth",
-                   help="checkpoint file of the fold (default checkpoint_final.pth; or checkpoint_best.pth)")
+    p.add_argument("-c", "--checkpoint-name", default=FINAL_CHECKPOINT,
+                   help=f"checkpoint file of the fold (default {FINAL_CHECKPOINT}; or {BEST_CHECKPOINT})")
     p.add_argument("--suprem", choices=released_backbones(),
                    help="instead of a model folder: a released SuPreM network with its direct-inference recipe "
                         "(without --checkpoint: the released file from $SUPREM_WEIGHTS, downloaded on first use)")

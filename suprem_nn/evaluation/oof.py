@@ -1,9 +1,9 @@
 """Find the out-of-fold predictions of a dataset's trained plans and refuse, naming them, when folds are missing.
 
-Results layout (written by training): ``<results>/<dataset>/<plan>/plans.json`` and, per fold,
-``fold_<k>/checkpoint_final.pth`` and ``fold_<k>/validation/``: ``<case>.npz`` + ``<case>.json`` (the case's
-probabilities, :mod:`suprem_nn.inference.probabilities`) and ``summary.json`` (written last, so its presence
-means the fold's final validation finished).
+Results layout (written by training, :mod:`suprem_nn.model_folder`): ``<results>/<dataset>/<plan>/plans.json``
+and, per fold, ``fold_<k>/checkpoint_final.pth`` and ``fold_<k>/validation/``: ``<case>.npz`` + ``<case>.json``
+(the case's probabilities, :mod:`suprem_nn.inference.probabilities`) and ``summary.json`` (written last, so its
+presence means the fold's final validation finished).
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import SupremError
+from ..model_folder import (FINAL_CHECKPOINT, PLAN_FILE, VALIDATION_SUMMARY, fold_folder, is_model_folder,
+                            plan_path, validation_folder)
 from ..paths import dataset_folder, results_root, trained_listing
 from ..planning.plans import Plan
 from ..utils.json_file import read_json
@@ -63,7 +65,7 @@ def find_oof_plans(dataset: str, plans: Optional[Sequence[str]] = None,
                    folds: Sequence[int] = DEFAULT_FOLDS) -> tuple[Path, list[OofPlan]]:
     """``(results dataset folder, one OofPlan per plan)``; refuses with every missing fold named."""
     folder = results_dataset_folder(dataset)
-    trained = sorted(p.name for p in folder.iterdir() if (p / "plans.json").is_file())
+    trained = sorted(p.name for p in folder.iterdir() if is_model_folder(p))
     if plans:
         unknown = [p for p in plans if p not in trained]
         if unknown:
@@ -72,7 +74,7 @@ def find_oof_plans(dataset: str, plans: Optional[Sequence[str]] = None,
     else:
         names = trained
     if not names:
-        raise SupremError("no trained plans here (<plan>/plans.json); train all folds first: suprem_train "
+        raise SupremError(f"no trained plans here (<plan>/{PLAN_FILE}); train all folds first: suprem_train "
                           f"{folder.name} cv --plan PLAN", folder)
     problems, found = [], []
     for name in names:
@@ -91,21 +93,21 @@ def find_oof_plans(dataset: str, plans: Optional[Sequence[str]] = None,
 
 def _collect(plan_folder: Path, name: str, folds: list[int]) -> tuple[OofPlan, list[str]]:
     """The plan's out-of-fold files, and one text per kind of problem naming its fold numbers."""
-    plan = Plan.load(plan_folder / "plans.json")
+    plan = Plan.load(plan_path(plan_folder))
     oof = OofPlan(name, plan_folder, plan, folds)
     reasons: dict[str, list[str]] = {}
     for k in folds:
-        fold = plan_folder / f"fold_{k}"
-        val = fold / "validation"
+        fold = fold_folder(plan_folder, k)
+        val = validation_folder(fold)
         if not fold.is_dir():
             reasons.setdefault("not trained", []).append(str(k))
-        elif not (fold / "checkpoint_final.pth").is_file():
-            reasons.setdefault("training not finished (no checkpoint_final.pth)", []).append(str(k))
-        elif not (val / "summary.json").is_file():
+        elif not (fold / FINAL_CHECKPOINT).is_file():
+            reasons.setdefault(f"training not finished (no {FINAL_CHECKPOINT})", []).append(str(k))
+        elif not (val / VALIDATION_SUMMARY).is_file():
             reasons.setdefault("no final validation (validation/summary.json; trained with --no-final-validation?)",
                                []).append(str(k))
         else:
-            summary = read_json(val / "summary.json")
+            summary = read_json(val / VALIDATION_SUMMARY)
             expected = [c["case"] for c in summary.get("cases", []) if isinstance(c, dict) and "case" in c]
             absent = [c for c in expected if not (val / f"{c}.npz").is_file() or not (val / f"{c}.json").is_file()]
             if absent or not expected:

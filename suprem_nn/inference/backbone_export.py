@@ -14,9 +14,11 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
+from .. import model_folder as mf
+from ..model_folder import ModelError
 from ..planning.plans import Plan
 from ..utils.json_file import read_json
-from .models import ModelError, load_fold_checkpoint, resolve_dataset_model
+from .models import resolve_dataset_model
 
 __all__ = ["export_backbone", "find_model_folder", "code_version"]
 
@@ -28,10 +30,10 @@ _SETTINGS = ("epochs", "iterations_per_epoch", "batch_size", "recipe", "lr", "we
 def find_model_folder(model: str, plan_name: Optional[str] = None) -> Path:
     """``model`` as a folder holding ``plans.json``, else a dataset name or id under ``$SUPREM_RESULTS``."""
     folder = Path(model).expanduser()
-    if (folder / "plans.json").is_file():
+    if mf.is_model_folder(folder):
         return folder
     if folder.is_dir():
-        raise ModelError("not a trained model folder (no plans.json); pass <results>/<dataset>/<plan>", folder)
+        raise ModelError(f"not a trained model folder (no {mf.PLAN_FILE}); pass <results>/<dataset>/<plan>", folder)
     if len(folder.parts) > 1:  # a path, not a dataset name: say so rather than search SUPREM_RESULTS for it
         raise ModelError("model folder not found", folder)
     return resolve_dataset_model(model, plan_name)
@@ -41,7 +43,7 @@ def _pick_fold(folder: Path, fold: Optional[str], checkpoint_name: str) -> str:
     """The requested fold, or the only fold that has ``checkpoint_name``."""
     if fold is not None:
         return str(fold)
-    folds = sorted(p.name[len("fold_"):] for p in folder.glob("fold_*") if (p / checkpoint_name).is_file())
+    folds = mf.folds_with(folder, checkpoint_name)
     if len(folds) != 1:
         raise ModelError(f"{len(folds)} folds have {checkpoint_name} ({', '.join(folds) or 'none'}); choose one "
                          f"with -f", folder)
@@ -102,7 +104,7 @@ def _record(plan: Plan, fold: str, checkpoint_name: str, ckpt: dict, fold_config
 
 
 def export_backbone(model: str | Path, output: str | Path, fold: Optional[str] = None,
-                    checkpoint_name: str = "checkpoint_final.pth", plan_name: Optional[str] = None):
+                    checkpoint_name: str = mf.FINAL_CHECKPOINT, plan_name: Optional[str] = None):
     """Write the backbone of a trained fold to ``output`` (released layout) and its record to ``output.json``.
 
     ``model``: a model folder (``<results>/<dataset>/<plan>``) or a dataset name/id with ``plan_name``.
@@ -115,11 +117,11 @@ def export_backbone(model: str | Path, output: str | Path, fold: Optional[str] =
     from ..networks.release_layout import write_backbone_export
 
     folder = find_model_folder(str(model), plan_name)
-    plan = Plan.load(folder / "plans.json")
+    plan = mf.read_plan(folder)
     fold = _pick_fold(folder, fold, checkpoint_name)
-    ckpt, net = load_fold_checkpoint(folder, plan, fold, checkpoint_name)
-    source = folder / f"fold_{fold}" / checkpoint_name
-    config_path = folder / f"fold_{fold}" / "config.json"
+    ckpt, net = mf.load_fold(folder, plan, fold, checkpoint_name)
+    source = mf.checkpoint_path(folder, fold, checkpoint_name)
+    config_path = mf.fold_folder(folder, fold) / mf.FOLD_CONFIG
     fold_config = read_json(config_path, ModelError) if config_path.is_file() else {}
     if not isinstance(fold_config, dict):
         raise ModelError("expected a JSON object of training settings", config_path)

@@ -1,78 +1,22 @@
-"""Where the networks come from: a trained model folder, a dataset name, or a released SuPreM file.
+"""Where the networks come from: a dataset name (its model folder), or a released SuPreM file.
 
-A model folder is ``<folder>/plans.json`` plus ``fold_<k>/<checkpoint_name>`` (written by
-training; this module never imports training). Checkpoints load with ``weights_only=True``.
+Model folders themselves are read by :mod:`suprem_nn.model_folder` (their one owner, which training writes
+through; this module never imports training).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import nn
 
-from ..errors import SupremError
+from ..model_folder import ModelError, is_model_folder
 from ..paths import dataset_folder, results_root, trained_listing
 from ..planning.plans import Normalization, Plan
-from ..utils.safe_load import load_weights_only
 
 AA10_TARGETS = ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava",
                 "pancreas"]
-
-
-class ModelError(SupremError):
-    """A model folder, fold or checkpoint is missing or unusable."""
-
-
-def load_model_folder(folder: str | Path, folds: Sequence[str | int] = (0,),
-                      checkpoint_name: str = "checkpoint_final.pth") -> tuple[Plan, list[nn.Module]]:
-    """The plan and one eval-mode CPU network per fold of a trained model folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelError("model folder not found", folder)
-    plan = Plan.load(folder / "plans.json")
-    if not folds:
-        folds = sorted((p.name[5:] for p in folder.glob("fold_*") if (p / checkpoint_name).is_file()),
-                       key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
-        if not folds:
-            raise ModelError(f"no fold_*/{checkpoint_name} in the model folder", folder)
-    networks = []
-    trained_axes = set(plan.mirror_axes)
-    for fold in folds:
-        ckpt, net = load_fold_checkpoint(folder, plan, fold, checkpoint_name)
-        networks.append(net)
-        # Test-time mirroring over the axes every fold was trained with (absent in older checkpoints: the plan's).
-        trained_axes &= set(ckpt.get("inference_allowed_mirroring_axes", plan.mirror_axes))
-    plan.mirror_axes = sorted(trained_axes)
-    return plan, networks
-
-
-def load_fold_checkpoint(folder: str | Path, plan: Plan, fold: str | int,
-                         checkpoint_name: str = "checkpoint_final.pth") -> tuple[dict, nn.Module]:
-    """The checkpoint dict of ``<folder>/fold_<fold>/<checkpoint_name>`` and its eval-mode CPU network.
-
-    The weights must fit the network ``plan`` builds; every problem is a :class:`ModelError` naming the file.
-    """
-    from ..networks import build_network
-
-    folder = Path(folder)
-    path = folder / f"fold_{fold}" / checkpoint_name
-    if not path.is_file():
-        have = sorted(p.name for p in folder.glob("fold_*"))
-        raise ModelError(f"checkpoint missing (folds present: {', '.join(have) or 'none'})", path)
-    ckpt = load_weights_only(path, ModelError)  # refuses pickled code; one line for broken files
-    if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
-        raise ModelError("not a suprem_nn checkpoint (no 'network_weights')", path)
-    if ckpt.get("network", plan.network) != plan.network:
-        raise ModelError(f"checkpoint holds a '{ckpt.get('network')}' network but plans.json says "
-                         f"'{plan.network}'", path)
-    net = build_network(plan.network, plan.num_inputs, plan.num_outputs, **plan.network_kwargs)
-    try:
-        net.load_state_dict(ckpt["network_weights"])
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise ModelError(f"weights do not fit the planned network ({str(exc).splitlines()[0][:200]})",
-                         path) from None
-    return ckpt, net.eval()
 
 
 def resolve_dataset_model(dataset: str, plan_name: Optional[str] = None) -> Path:
@@ -80,7 +24,7 @@ def resolve_dataset_model(dataset: str, plan_name: Optional[str] = None) -> Path
     folder = dataset_folder(results_root(), dataset)
     if not folder.is_dir():
         raise ModelError(f"no trained models for dataset '{dataset}'; {trained_listing(results_root())}", folder)
-    plans = sorted(p.name for p in folder.iterdir() if (p / "plans.json").is_file())
+    plans = sorted(p.name for p in folder.iterdir() if is_model_folder(p))
     if plan_name is None:
         if len(plans) != 1:
             raise ModelError(f"dataset has {len(plans)} trained plans ({', '.join(plans) or 'none'}); "

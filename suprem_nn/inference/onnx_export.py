@@ -24,8 +24,9 @@ from torch import nn
 
 from ..planning.plans import Plan
 from ..utils.atomic import atomic_path, atomic_write_json
+from .. import model_folder as mf
+from ..model_folder import ModelError
 from .backbone_export import code_version, find_model_folder
-from .models import ModelError, load_fold_checkpoint
 
 __all__ = ["export_onnx", "onnx_record_path", "ONNX_OPSET", "INPUT_NAME", "OUTPUT_NAME", "RECORD_FORMAT_VERSION"]
 
@@ -45,7 +46,7 @@ def onnx_record_path(output: str | Path) -> Path:
 
 
 def export_onnx(output: str | Path, model: Optional[str | Path] = None, *, fold: Optional[str] = None,
-                checkpoint_name: str = "checkpoint_final.pth", plan_name: Optional[str] = None,
+                checkpoint_name: str = mf.FINAL_CHECKPOINT, plan_name: Optional[str] = None,
                 suprem: Optional[str] = None, checkpoint: Optional[str | Path] = None, opset: int = ONNX_OPSET,
                 verify: bool = True) -> dict:
     """Export one network to ONNX at its planned patch and write its record; return the record.
@@ -61,7 +62,8 @@ def export_onnx(output: str | Path, model: Optional[str | Path] = None, *, fold:
     output = Path(output)
     if output.suffix.lower() != ".onnx":
         raise ModelError("the output file must end in .onnx", output)
-    plan, net, source, step_size, direct = _load(model, fold, checkpoint_name, plan_name, suprem, checkpoint)
+    plan, net, source, step_size, direct, mirror_axes = _load(model, fold, checkpoint_name, plan_name, suprem,
+                                                              checkpoint)
     net = net.float().eval()
     from ..networks.registry import uses_batch_statistics
 
@@ -73,13 +75,13 @@ def export_onnx(output: str | Path, model: Optional[str | Path] = None, *, fold:
     with atomic_path(output, suffix=".onnx") as tmp:
         _torch_export(net, window, tmp, opset, dynamic, plan)
         check = _verify(net, window, tmp, output) if verify else {"skipped": "not requested (--no-verify)"}
-    record = _record(plan, net, output, opset, batch_stats, step_size, direct, source, check)
+    record = _record(plan, net, output, opset, batch_stats, step_size, direct, source, check, mirror_axes)
     atomic_write_json(onnx_record_path(output), record)
     return record
 
 
 def _load(model, fold, checkpoint_name, plan_name, suprem, checkpoint):
-    """(plan, network, source description, default step size, direct-inference defaults or None)."""
+    """(plan, network, source description, default step size, direct-inference defaults or None, mirror axes)."""
     if model is not None and (suprem is not None or checkpoint is not None):
         raise ModelError("give either a model folder or --suprem/--checkpoint, not both")
     if model is None:
@@ -94,20 +96,19 @@ def _load(model, fold, checkpoint_name, plan_name, suprem, checkpoint):
         defaults = suprem_direct_defaults(plan.pretrained)
         source = {"kind": "released SuPreM checkpoint (direct-inference recipe)",
                   "checkpoint": str(Path(checkpoint).resolve()), "backbone": plan.pretrained}
-        return plan, nets[0], source, defaults["step_size"], defaults
+        return plan, nets[0], source, defaults["step_size"], defaults, list(plan.mirror_axes)
     from .backbone_export import _pick_fold
 
     folder = find_model_folder(str(model), plan_name)
-    plan = Plan.load(folder / "plans.json")
+    plan = mf.read_plan(folder)
     fold = _pick_fold(folder, fold, checkpoint_name)
-    ckpt, net = load_fold_checkpoint(folder, plan, fold, checkpoint_name)
-    # Mirroring is valid over the axes the fold was trained with (older checkpoints: the plan's).
-    plan.mirror_axes = sorted(set(plan.mirror_axes) & set(ckpt.get("inference_allowed_mirroring_axes",
-                                                                    plan.mirror_axes)))
+    ckpt, net = mf.load_fold(folder, plan, fold, checkpoint_name)
+    # The record's mirroring axes are those the fold was trained with (older checkpoints: the plan's).
+    mirror_axes = mf.trained_mirror_axes(plan, ckpt)
     source = {"kind": "trained model folder", "model_folder": str(folder.resolve()), "fold": fold,
               "checkpoint": checkpoint_name, "epochs_completed": ckpt.get("epoch"),
               "finished": bool(ckpt.get("final", False))}
-    return plan, net, source, 0.5, None
+    return plan, net, source, 0.5, None, mirror_axes
 
 
 def _torch_export(net: nn.Module, window: torch.Tensor, path: Path, opset: int, dynamic, plan: Plan) -> None:
@@ -180,7 +181,7 @@ _NORMALISATION_FORMULAS = {
 
 
 def _record(plan: Plan, net: nn.Module, output: Path, opset: int, batch_stats: bool, step_size: float,
-            direct: Optional[dict], source: dict, check: dict) -> dict:
+            direct: Optional[dict], source: dict, check: dict, mirror_axes: list[int]) -> dict:
     batch = 1 if batch_stats else "batch"
     patch = [int(v) for v in plan.patch_size]
     activation = "sigmoid" if plan.multilabel else "softmax"
@@ -238,7 +239,7 @@ def _record(plan: Plan, net: nn.Module, output: Path, opset: int, batch_stats: b
             "importance_map": {"kind": "gaussian", "sigma_scale": GAUSSIAN_SIGMA_SCALE,
                                "centre": "(patch - 1) / 2", "normalised": "max 1, floored at its smallest "
                                                                          "positive value"},
-            "mirror_axes": [int(a) for a in plan.mirror_axes],
+            "mirror_axes": [int(a) for a in mirror_axes],
             "mirroring_note": "test-time mirroring averages the logits of every flip combination of these network "
                               "axes (each un-flipped); [] = not allowed",
             "average": "logits, weighted by the importance map, then divided by the summed weights",

@@ -1,24 +1,19 @@
 """Checkpoint files of a fold folder and the random-number states they carry.
 
-Every checkpoint is a plain dict of tensors, numbers, strings and lists, so it
-loads with ``torch.load(path, weights_only=True)`` (no pickled objects). Writes
-go to a temporary file in the same folder and are renamed into place, so a
-``kill -9`` during a save leaves the previous checkpoint intact.
+The file names, keys, and atomic weights_only writing and reading belong to :mod:`suprem_nn.model_folder`;
+this module adds what only training needs: the RNG states a checkpoint carries and which file ``--continue``
+resumes from.
 """
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
-from ..errors import SupremError
-from ..utils.atomic import atomic_path
-from ..utils.safe_load import load_weights_only
-
-LATEST, BEST, FINAL = "checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth"
+from ..model_folder import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 
 
 def capture_rng_state() -> dict:
@@ -60,22 +55,9 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically write ``payload`` (which must be weights_only-loadable) to ``path``."""
-    with atomic_path(path, suffix=".pth") as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(path: Path, map_location: str = "cpu") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise SupremError("checkpoint not found", path)
-    return load_weights_only(path, map_location=map_location)  # refuses pickled code; one line for broken files
-
-
 def find_resume_checkpoint(fold_folder: Path) -> Optional[Path]:
     """The checkpoint ``--continue`` starts from: final if training finished, else latest."""
-    for name in (FINAL, LATEST):
+    for name in (FINAL_CHECKPOINT, LATEST_CHECKPOINT):
         p = Path(fold_folder) / name
         if p.is_file():
             return p

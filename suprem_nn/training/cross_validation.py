@@ -23,10 +23,10 @@ import numpy as np
 
 from ..errors import SupremError
 from ..utils.json_file import read_json
-from .checkpoint import FINAL, find_resume_checkpoint
+from ..model_folder import FINAL_CHECKPOINT, VALIDATION_SUMMARY, fold_folder, validation_folder
+from .checkpoint import find_resume_checkpoint
 from .config import TrainingConfig
 from .progress import LOG_FILE
-from .validation import SUMMARY
 
 FINISHED, RESUMABLE, NEW = "finished", "resumable", "new"
 
@@ -72,7 +72,7 @@ class CrossValidationResult:
 def fold_state(folder: Path) -> str:
     """``"finished"``, ``"resumable"`` (a checkpoint to ``--continue`` from) or ``"new"``."""
     folder = Path(folder)
-    if (folder / FINAL).is_file() and (folder / "validation" / SUMMARY).is_file():
+    if (folder / FINAL_CHECKPOINT).is_file() and (validation_folder(folder) / VALIDATION_SUMMARY).is_file():
         return FINISHED
     return RESUMABLE if find_resume_checkpoint(folder) else NEW
 
@@ -129,7 +129,7 @@ def cross_validate(dataset: str, folds: Optional[Sequence[int]] = None, parallel
     outcomes: dict[int, FoldOutcome] = {}
     todo = []
     for k in chosen:
-        folder = model_folder / f"fold_{k}"
+        folder = fold_folder(model_folder, k)
         if fold_state(folder) == FINISHED:
             outcomes[k] = FoldOutcome(k, "skipped", folder, folder / LOG_FILE)
             _say(echo, f"fold {k}: already finished, skipped (delete {folder} to train it again)")
@@ -140,13 +140,13 @@ def cross_validate(dataset: str, folds: Optional[Sequence[int]] = None, parallel
         n_parallel = parallel_folds if parallel_folds is not None else default_parallel_folds(cfg)
         if n_parallel == 1:
             for k in todo:
-                outcomes[k] = _run_fold_here(dataset, k, model_folder / f"fold_{k}", config_file, options, echo)
+                outcomes[k] = _run_fold_here(dataset, k, fold_folder(model_folder, k), config_file, options, echo)
         else:
             settings = {**cfg.to_json(), "plan_name": plan.plan_name}
-            jobs = [(k, fold_state(model_folder / f"fold_{k}") == RESUMABLE) for k in todo]
+            jobs = [(k, fold_state(fold_folder(model_folder, k)) == RESUMABLE) for k in todo]
             for run in run_folds_in_processes(dataset, jobs, model_folder, settings, min(n_parallel, len(todo)),
                                               cfg, echo, progress_interval_s):
-                folder = model_folder / f"fold_{run.fold}"
+                folder = fold_folder(model_folder, run.fold)
                 o = FoldOutcome(run.fold, "continued" if run.resumed else "trained", folder, run.log, run.seconds)
                 if run.error or fold_state(folder) != FINISHED:
                     o.status = "failed"
@@ -201,7 +201,7 @@ def _release_gpu_memory() -> None:
 
 def _read_summary(o: FoldOutcome, epochs_asked: int) -> None:
     """Fill ``o``'s Dice from its validation/summary.json (when the fold finished)."""
-    path = o.folder / "validation" / SUMMARY
+    path = validation_folder(o.folder) / VALIDATION_SUMMARY
     if o.status == "failed" or not path.is_file():
         return
     s = read_json(path)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Optional, Sequence
 
 from ..errors import SupremError
+from ..model_folder import fold_folder
 from ..utils.atomic import atomic_write_json
 from .config import TrainingConfig
 
@@ -120,7 +121,7 @@ def run_folds_in_processes(dataset: str, jobs: Sequence[tuple[int, bool]], model
         while pending or running:
             while pending and free:
                 slot, (k, resume) = free.pop(0), pending.pop(0)
-                running[slot] = _start(dataset, k, model_folder / f"fold_{k}", settings, envs[slot], resume, echo)
+                running[slot] = _start(dataset, k, fold_folder(model_folder, k), settings, envs[slot], resume, echo)
             time.sleep(0.2)
             for slot, r in list(running.items()):
                 rc = r.proc.poll()

@@ -24,14 +24,14 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .. import model_folder as mf
 from ..errors import SupremError
 from ..networks.backbones import BACKBONES
 from ..networks.weights import resolve_pretrained_checkpoint
 from ..paths import results_root
-from ..utils.atomic import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
+from ..utils.atomic import atomic_write_json, remove_stale_temporaries
 from . import distributed as ddp
-from .checkpoint import (BEST, FINAL, LATEST, capture_rng_state, find_resume_checkpoint, load_checkpoint,
-                         restore_rng_state, save_checkpoint, unwrap)
+from .checkpoint import capture_rng_state, find_resume_checkpoint, restore_rng_state, unwrap
 from .config import TrainingConfig
 from .data import TRAIN, VAL, PatchSampler, epoch_loader, next_batch
 from .losses import dice_counts, make_loss, pseudo_dice_per_class
@@ -94,7 +94,7 @@ class Trainer:
             lambda: cases_for_fold(self.dataset_folder, case_ids, self.fold))
 
         self.model_folder = results_root() / self.dataset_folder.name / plan.plan_name
-        self.folder = self.model_folder / f"fold_{self.fold}"
+        self.folder = mf.fold_folder(self.model_folder, self.fold)
         elastic_resume = not self.continue_training and ddp.is_elastic_restart()
         self.continue_training = ddp.on_main(self._prepare_folder)
         self.log = RunLog(self.folder if self.dist.is_main else None, echo=self.echo)
@@ -183,9 +183,9 @@ class Trainer:
                   "world_size": self.dist.world_size, **self.cfg.to_json(),
                   # what the fold was trained on, kept with the model (suprem_export_backbone records it)
                   "train_cases": list(self.train_cases), "val_cases": list(self.val_cases)}
-        atomic_write_json(self.folder / "config.json", record)
+        atomic_write_json(self.folder / mf.FOLD_CONFIG, record)
         # folds trained at once (--parallel-folds) share this file: a per-process temporary name, not a fixed one
-        atomic_write_bytes(self.model_folder / "plans.json", (self.plan_folder / "plans.json").read_bytes())
+        mf.write_plan_copy(self.model_folder, (self.plan_folder / "plans.json").read_bytes())
         if self.load_report is not None:
             self.log.line(str(self.load_report))
             if self.conventions_warning:
@@ -261,7 +261,7 @@ class Trainer:
                               f"(checksums {[c[0] for c in self.ddp_weight_checksums]})")
             payload = self._payload(rng_states, final=True)
             payload["ddp_weight_checksums"] = [c[0] for c in self.ddp_weight_checksums]
-            save_checkpoint(self.folder / FINAL, payload)
+            mf.write_checkpoint(self.folder / mf.FINAL_CHECKPOINT, payload)
         ddp.barrier()
         if cfg.final_validation:
             from .validation import validate_fold
@@ -367,38 +367,33 @@ class Trainer:
                           f"{record['lr']:.3g}, {seconds:.1f} s ({data_wait:.1f} s waiting for data)"
                           + (" -> new best" if is_best else ""))
             payload = self._payload(rng_states)
-            save_checkpoint(self.folder / LATEST, payload)
+            mf.write_checkpoint(self.folder / mf.LATEST_CHECKPOINT, payload)
             if is_best:
-                save_checkpoint(self.folder / BEST, payload)
+                mf.write_checkpoint(self.folder / mf.BEST_CHECKPOINT, payload)
         ddp.barrier()
         return record
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _payload(self, rng_states: list, final: bool = False) -> dict:
         """The checkpoint dict; ``rng_states``: every rank's :func:`capture_rng_state`, in rank order."""
-        plan = self.plan
-        return {
-            "network_weights": unwrap(self.network).state_dict(), "network": plan.network,
-            "num_inputs": plan.num_inputs, "num_outputs": plan.num_outputs, "epoch": self.epoch,
-            "plan_name": plan.plan_name, "dataset": self.dataset, "fold": str(self.fold), "final": final,
-            "optimizer_state": self.optimizer.state_dict(), "schedule_state": self.schedule.state_dict(),
-            "grad_scaler_state": self.scaler.state_dict() if self.scaler is not None else {},
-            "rng_state": rng_states[0], "rng_state_per_rank": rng_states, "history": self.log.history,
-            "ema_dice": self.ema_dice, "best_ema": self.best_ema,
-            "config": json.dumps(self.cfg.to_json()),
-            "inference_allowed_mirroring_axes": self.trained_mirror_axes,
-        }
+        return mf.checkpoint_record(
+            unwrap(self.network).state_dict(), self.plan, self.dataset, self.fold, self.epoch, final,
+            self.trained_mirror_axes, training_state={
+                "optimizer_state": self.optimizer.state_dict(), "schedule_state": self.schedule.state_dict(),
+                "grad_scaler_state": self.scaler.state_dict() if self.scaler is not None else {},
+                "rng_state": rng_states[0], "rng_state_per_rank": rng_states, "history": self.log.history,
+                "ema_dice": self.ema_dice, "best_ema": self.best_ema, "config": json.dumps(self.cfg.to_json())})
 
     def _resume(self) -> None:
         path = find_resume_checkpoint(self.folder)
         if path is None:
-            raise SupremError("--continue: no checkpoint to continue from (checkpoint_latest.pth / "
-                              "checkpoint_final.pth); start without --continue", self.folder)
-        ck = load_checkpoint(path, map_location="cpu")
+            raise SupremError(f"--continue: no checkpoint to continue from ({mf.LATEST_CHECKPOINT} / "
+                              f"{mf.FINAL_CHECKPOINT}); start without --continue", self.folder)
+        ck = mf.read_checkpoint(path, SupremError)
         if ck.get("network") != self.plan.network or ck.get("num_outputs") != self.plan.num_outputs:
             raise SupremError(f"checkpoint is for a {ck.get('network')} with {ck.get('num_outputs')} outputs, the "
                               f"plan builds a {self.plan.network} with {self.plan.num_outputs}", path)
-        self.network.load_state_dict(ck["network_weights"])
+        self.network.load_state_dict(ck[mf.WEIGHTS_KEY])
         self.optimizer.load_state_dict(ck["optimizer_state"])
         self.schedule.load_state_dict(ck["schedule_state"])
         if self.scaler is not None and ck.get("grad_scaler_state"):

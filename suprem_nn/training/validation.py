@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SupremError
+from ..model_folder import FINAL_CHECKPOINT, VALIDATION_SUMMARY, validation_folder
 from ..utils.atomic import atomic_write_json
 from . import distributed as ddp
-
-SUMMARY = "summary.json"
 
 
 def validate_fold(trainer) -> dict:
@@ -36,7 +35,7 @@ def validate_fold(trainer) -> dict:
     from ..inference import Predictor
 
     plan = trainer.plan
-    out = trainer.folder / "validation"
+    out = validation_folder(trainer.folder)
     out.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(plan, [trainer.network], device=str(trainer.device), step_size=trainer.cfg.validation_step_size,
                           use_mirroring=bool(trainer.trained_mirror_axes), autocast_dtype=trainer.amp_dtype,
@@ -62,14 +61,14 @@ def validate_fold(trainer) -> dict:
         if r != rank:
             trainer.log.line(f"  {case_id}: mean Dice {_nanmean(c['dice'].values()):.4f} (rank {r})")
     per_class = {name: _nanmean(c["dice"].get(name, math.nan) for c in cases) for name in plan.class_names}
-    summary = {"fold": str(trainer.fold), "checkpoint": "checkpoint_final.pth", "epoch": trainer.epoch,
+    summary = {"fold": str(trainer.fold), "checkpoint": FINAL_CHECKPOINT, "epoch": trainer.epoch,
                "cases": cases, "mean_dice_per_class": per_class, "mean_dice": _nanmean(per_class.values()),
                "note": "Dice per class on the original grid; NaN (null) where a class is absent from both "
                        "reference and prediction; means ignore NaN"}
     if trainer.dist.is_main:
         _require_visible(cases)
-        atomic_write_json(out / SUMMARY, json_safe(summary))
-        trainer.log.line(f"final validation mean Dice {summary['mean_dice']:.4f} -> {out / SUMMARY}")
+        atomic_write_json(out / VALIDATION_SUMMARY, json_safe(summary))
+        trainer.log.line(f"final validation mean Dice {summary['mean_dice']:.4f} -> {out / VALIDATION_SUMMARY}")
     return summary
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from suprem_nn.cli.export_onnx import main as export_main
-from suprem_nn.inference.models import load_fold_checkpoint
+from suprem_nn.model_folder import load_fold
 from suprem_nn.planning.plans import Normalization, Plan
 from tests.inference.helpers import make_model_folder, tiny_plan
 
@@ -42,7 +42,7 @@ def _export_and_compare(tmp_path, plan: Plan, batch: int, tolerance: float) -> d
     folder = make_model_folder(tmp_path / "results", plan)
     out = tmp_path / "export" / "model.onnx"
     assert export_main([str(folder), "-o", str(out), "--quiet"]) == 0
-    _, net = load_fold_checkpoint(folder, Plan.load(folder / "plans.json"), "0")
+    _, net = load_fold(folder, Plan.load(folder / "plans.json"), "0")
     window = torch.rand((batch, 1) + tuple(plan.patch_size), generator=torch.Generator().manual_seed(5))
     with torch.inference_mode():
         expected = net(window).numpy()

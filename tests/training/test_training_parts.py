@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from suprem_nn.errors import SupremError
-from suprem_nn.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from suprem_nn.model_folder import read_checkpoint, write_checkpoint
+from suprem_nn.training.checkpoint import capture_rng_state, restore_rng_state
 from suprem_nn.training.config import resolve_config
 from suprem_nn.training.data import TRAIN, VAL, PatchSampler
 from suprem_nn.training.losses import DiceBCELoss, DiceCELoss, dice_counts, pseudo_dice_per_class
@@ -75,7 +76,7 @@ def test_checkpoint_with_rng_state_loads_weights_only_and_restores_every_generat
     torch.manual_seed(3), np.random.seed(3), random.seed(3)
     state = capture_rng_state()
     expected = (torch.rand(3), np.random.rand(3), random.random())
-    save_checkpoint(tmp_path / "c.pth", {"rng_state": state, "epoch": 4})
+    write_checkpoint(tmp_path / "c.pth", {"rng_state": state, "epoch": 4})
     assert not list(tmp_path.glob(".tmp-*"))
     loaded = torch.load(tmp_path / "c.pth", weights_only=True)
     torch.manual_seed(99), np.random.seed(99), random.seed(99)
@@ -84,7 +85,7 @@ def test_checkpoint_with_rng_state_loads_weights_only_and_restores_every_generat
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(SupremError, match="bad.pth"):
-        load_checkpoint(tmp_path / "bad.pth")
+        read_checkpoint(tmp_path / "bad.pth")
 
 
 class _Cache:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ...errors import SupremError
+from ...model_folder import FINAL_CHECKPOINT  # nnU-Net v2 names its final checkpoint the same
 from ...utils.json_file import read_json
 
 __all__ = ["NnunetModel", "LabelInfo", "load_nnunet_model", "is_nnunet_model_folder", "NUMPY_SAFE_GLOBALS",
@@ -195,7 +196,7 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def load_nnunet_model(folder: str | Path, folds: Sequence[str | int] = (0, 1, 2, 3, 4),
-                      checkpoint_name: str = "checkpoint_final.pth") -> NnunetModel:
+                      checkpoint_name: str = FINAL_CHECKPOINT) -> NnunetModel:
     """Plans, labels and one eval-mode CPU network per fold of an nnU-Net v2 model folder.
 
     ``folds`` empty: every ``fold_*`` holding ``checkpoint_name`` (nnU-Net's behaviour without ``-f``).

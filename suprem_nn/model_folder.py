@@ -1,0 +1,201 @@
+"""The trained-model folder: its file names, its checkpoint keys, and the one way to write and read it.
+
+Layout (unchanged since the first release; training writes it, prediction and export read it)::
+
+    <results>/<dataset>/<plan>/           a model folder
+        plans.json                        copy of the plan the folds were trained with
+        fold_<k>/                         k = 0..4 or "all"
+            checkpoint_final.pth          written once, when training finished
+            checkpoint_latest.pth         after every epoch (what --continue resumes)
+            checkpoint_best.pth           the epoch with the best EMA pseudo-Dice
+            config.json                   the training settings and the fold's case ids
+            validation/summary.json       written last by the final validation (+ <case>.nii.gz/.npz/.json)
+
+A checkpoint is a plain dict of tensors, numbers, strings and lists (keys below), so it loads with
+``torch.load(..., weights_only=True)``; it is written to a temporary file and renamed, so a crash during a save
+leaves the previous file intact. The only fact a checkpoint adds to the plan for prediction is the set of axes
+the fold was trained mirrored over (:data:`MIRROR_AXES_KEY`): test-time mirroring uses the axes every loaded fold
+allows (older checkpoints without the key: the plan's ``mirror_axes``).
+
+This module imports only planning, networks and utils; training and inference both go through it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .errors import SupremError
+from .planning.plans import Plan
+from .utils.atomic import atomic_path, atomic_write_bytes
+
+PLAN_FILE = "plans.json"
+FINAL_CHECKPOINT = "checkpoint_final.pth"
+LATEST_CHECKPOINT = "checkpoint_latest.pth"
+BEST_CHECKPOINT = "checkpoint_best.pth"
+FOLD_CONFIG = "config.json"
+VALIDATION_FOLDER = "validation"
+VALIDATION_SUMMARY = "summary.json"
+_FOLD_PREFIX = "fold_"
+
+# Checkpoint keys prediction and export read (training also stores its optimiser, schedule, RNG and log state).
+WEIGHTS_KEY = "network_weights"
+NETWORK_KEY = "network"
+MIRROR_AXES_KEY = "inference_allowed_mirroring_axes"
+
+
+class ModelError(SupremError):
+    """A model folder, fold or checkpoint is missing or unusable."""
+
+
+@dataclass
+class TrainedModel:
+    """The folds of a model folder loaded for prediction.
+
+    ``networks`` are eval-mode CPU modules, one per fold of ``folds``; ``mirror_axes`` are the axes (of the
+    plan's network space ``x, y, z``) every one of them was trained mirrored over. ``plan`` is the folder's
+    ``plans.json`` as written; nothing from the checkpoints is stored in it.
+    """
+
+    folder: Path
+    plan: Plan
+    networks: list
+    folds: list[str]
+    mirror_axes: list[int]
+
+
+# ------------------------------------------------------------------------------------------------ names
+def plan_path(model_folder: str | Path) -> Path:
+    """``<model_folder>/plans.json``."""
+    return Path(model_folder) / PLAN_FILE
+
+
+def fold_folder(model_folder: str | Path, fold: str | int) -> Path:
+    """``<model_folder>/fold_<fold>``."""
+    return Path(model_folder) / f"{_FOLD_PREFIX}{fold}"
+
+
+def checkpoint_path(model_folder: str | Path, fold: str | int, checkpoint_name: str = FINAL_CHECKPOINT) -> Path:
+    """``<model_folder>/fold_<fold>/<checkpoint_name>``."""
+    return fold_folder(model_folder, fold) / checkpoint_name
+
+
+def validation_folder(fold: str | Path) -> Path:
+    """``<fold folder>/validation``: the final validation's predictions and summary."""
+    return Path(fold) / VALIDATION_FOLDER
+
+
+def is_model_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a ``plans.json`` (a model folder, trained or being trained)."""
+    return plan_path(folder).is_file()
+
+
+def folds_with(model_folder: str | Path, checkpoint_name: str = FINAL_CHECKPOINT) -> list[str]:
+    """The folds of ``model_folder`` that hold ``checkpoint_name``: numbers in order, then ``"all"``."""
+    folds = [p.name[len(_FOLD_PREFIX):] for p in Path(model_folder).glob(f"{_FOLD_PREFIX}*")
+             if (p / checkpoint_name).is_file()]
+    return sorted(folds, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def write_plan_copy(model_folder: str | Path, plan_json: bytes) -> None:
+    """Atomically write the plan's ``plans.json`` bytes into the model folder (folds trained at once share it)."""
+    atomic_write_bytes(plan_path(model_folder), plan_json)
+
+
+def checkpoint_record(weights: dict, plan: Plan, dataset: str, fold: str | int, epoch: int, final: bool,
+                      mirror_axes: Sequence[int], training_state: dict[str, Any]) -> dict:
+    """The checkpoint dict: what prediction reads, plus ``training_state`` (what ``--continue`` restores).
+
+    ``weights`` is the bare network's ``state_dict()``; ``mirror_axes`` the network-space axes the fold was
+    trained mirrored over (empty without mirror augmentation).
+    """
+    return {WEIGHTS_KEY: weights, NETWORK_KEY: plan.network, "num_inputs": plan.num_inputs,
+            "num_outputs": plan.num_outputs, "epoch": epoch, "plan_name": plan.plan_name, "dataset": dataset,
+            "fold": str(fold), "final": final, **training_state, MIRROR_AXES_KEY: list(mirror_axes)}
+
+
+def write_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
+    """Atomically write ``checkpoint`` (which must be weights_only-loadable) to ``path``."""
+    import torch
+
+    with atomic_path(path, suffix=".pth") as tmp:
+        torch.save(checkpoint, tmp)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def read_checkpoint(path: str | Path, error: type = ModelError) -> dict:
+    """The checkpoint dict at ``path``, loaded with ``weights_only=True`` on the CPU.
+
+    Raises ``error`` naming the file when it is missing, refused (pickled code) or broken.
+    """
+    from .utils.safe_load import load_weights_only
+
+    path = Path(path)
+    if not path.is_file():
+        raise error("checkpoint not found", path)
+    return load_weights_only(path, error)
+
+
+def load_fold(model_folder: str | Path, plan: Plan, fold: str | int,
+              checkpoint_name: str = FINAL_CHECKPOINT) -> tuple[dict, Any]:
+    """The checkpoint dict of ``fold_<fold>/<checkpoint_name>`` and its eval-mode CPU network built from ``plan``.
+
+    Every problem a user can cause (missing fold, foreign or broken file, weights of another network) is a
+    :class:`ModelError` naming the file.
+    """
+    from .networks import build_network
+
+    folder = Path(model_folder)
+    path = checkpoint_path(folder, fold, checkpoint_name)
+    if not path.is_file():
+        have = sorted(p.name for p in folder.glob(f"{_FOLD_PREFIX}*"))
+        raise ModelError(f"checkpoint missing (folds present: {', '.join(have) or 'none'})", path)
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, dict) or WEIGHTS_KEY not in ckpt:
+        raise ModelError(f"not a suprem_nn checkpoint (no '{WEIGHTS_KEY}')", path)
+    if ckpt.get(NETWORK_KEY, plan.network) != plan.network:
+        raise ModelError(f"checkpoint holds a '{ckpt.get(NETWORK_KEY)}' network but {PLAN_FILE} says "
+                         f"'{plan.network}'", path)
+    net = build_network(plan.network, plan.num_inputs, plan.num_outputs, **plan.network_kwargs)
+    try:
+        net.load_state_dict(ckpt[WEIGHTS_KEY])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ModelError(f"weights do not fit the planned network ({str(exc).splitlines()[0][:200]})",
+                         path) from None
+    return ckpt, net.eval()
+
+
+def trained_mirror_axes(plan: Plan, checkpoint: dict) -> list[int]:
+    """The axes test-time mirroring may use for one fold: those it was trained over (older files: the plan's)."""
+    return sorted(set(plan.mirror_axes) & set(checkpoint.get(MIRROR_AXES_KEY, plan.mirror_axes)))
+
+
+def read_plan(model_folder: str | Path) -> Plan:
+    """The model folder's ``plans.json``: :class:`ModelError` without the folder, a ``PlanError`` naming the file
+    when it is missing or invalid."""
+    folder = Path(model_folder)
+    if not folder.is_dir():
+        raise ModelError("model folder not found", folder)
+    return Plan.load(plan_path(folder))
+
+
+def load_trained_model(model_folder: str | Path, folds: Optional[Sequence[str | int]] = (0,),
+                       checkpoint_name: str = FINAL_CHECKPOINT) -> TrainedModel:
+    """The plan and one network per fold of a trained model folder.
+
+    ``folds`` empty or None: every fold that holds ``checkpoint_name``. Mirroring axes are those all loaded
+    folds allow (see the module docstring).
+    """
+    folder = Path(model_folder)
+    plan = read_plan(folder)
+    if not folds:
+        folds = folds_with(folder, checkpoint_name)
+        if not folds:
+            raise ModelError(f"no {_FOLD_PREFIX}*/{checkpoint_name} in the model folder", folder)
+    networks, axes = [], set(plan.mirror_axes)
+    for fold in folds:
+        ckpt, net = load_fold(folder, plan, fold, checkpoint_name)
+        networks.append(net)
+        axes &= set(trained_mirror_axes(plan, ckpt))
+    return TrainedModel(folder, plan, networks, [str(f) for f in folds], sorted(axes))
