@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from ..model_folder import FINAL_CHECKPOINT
 from ..networks.backbones import released_backbones
 from .common import add_common_arguments, run_command
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "run with nnU-Net's preprocessing and export")
     p.add_argument("-f", "--folds", nargs="+", default=None,
                    help="folds to ensemble (default: 0; with --nnunet-model 0 1 2 3 4 as nnU-Net); 'all' allowed")
-    p.add_argument("--checkpoint-name", default="checkpoint_final.pth", help="checkpoint file inside fold_<k>/")
+    p.add_argument("--checkpoint-name", default=FINAL_CHECKPOINT, help="checkpoint file inside fold_<k>/")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--step-size", type=float, default=None,
                    help="window spacing as a fraction of the patch (default 0.5; 0.25 with --suprem)")

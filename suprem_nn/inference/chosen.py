@@ -15,30 +15,37 @@ from typing import Optional, Sequence
 
 from ..errors import SupremError
 from ..io.image_io import image_ending
+from ..model_folder import FINAL_CHECKPOINT, is_model_folder
 from ..paths import dataset_folder, results_root
 from ..utils.atomic import atomic_write_json
 from .instructions import InferenceInstructions
+from .run import RunSummary
+from .settings import PredictionSettings
 
 log = logging.getLogger("suprem_nn.predict")
 
 MEMBERS_FOLDER = ".members"
 
 
-def predict_with_instructions(input, output, instructions: InferenceInstructions, folds: Optional[Sequence] = None,
-                              per_class: bool = False, save_probabilities: bool = False, overwrite: bool = False,
-                              progress: bool = True, unsupported: Optional[dict] = None, **predict_options):
+def predict_with_instructions(input, output, instructions: InferenceInstructions, settings: PredictionSettings,
+                              folds: Optional[Sequence] = None,
+                              checkpoint_name: str = FINAL_CHECKPOINT) -> RunSummary:
     """Run the instructions' members on ``input`` and write the ensembled, post-processed labels to ``output``.
 
-    ``folds`` (None: each member's folds from the instructions) overrides the folds of every member.
-    ``predict_options`` go to :func:`suprem_nn.inference.predict` for every member (device, step size, ...);
-    ``unsupported`` maps option names to values that must be unset here (the instructions decide the classes and
-    the post-processing). Returns the :class:`~suprem_nn.inference.api.RunSummary` of the whole run.
+    ``folds`` (None: each member's folds from the instructions) overrides the folds of every member. Every member
+    predicts with ``settings`` (device, step size, ...), which must leave classes, post-processing, statistics,
+    previews and parts unset: the instructions decide the classes and the post-processing. Returns the
+    :class:`~suprem_nn.inference.run.RunSummary` of the whole run.
     """
-    from .api import RunSummary, predict
     from .cases import find_cases
     from .ensemble import ensemble_folders
+    from .sources import predict_with_model_folder
 
-    given = [name for name, value in (unsupported or {}).items() if value]
+    per_class, save_probabilities = settings.per_class, settings.save_probabilities
+    overwrite, progress = settings.overwrite, settings.progress
+    unsupported = {"--classes": settings.classes, "--fast": settings.fast, "--postprocess": settings.postprocess,
+                   "--statistics": settings.statistics, "--preview": settings.preview, "--part": settings.part}
+    given = [name for name, value in unsupported.items() if value]
     if given:
         raise SupremError(f"{', '.join(given)} cannot be combined with the chosen configuration of "
                           f"{instructions.path} (it fixes classes and post-processing); add -p PLAN to predict "
@@ -57,12 +64,15 @@ def predict_with_instructions(input, output, instructions: InferenceInstructions
     models = dataset_folder(results_root(), instructions.dataset)
     member_reports = {}
     for m in instructions.members:  # all checked before the first member spends time predicting
-        if not (models / m.plan / "plans.json").is_file():
+        if not is_model_folder(models / m.plan):
             raise SupremError(f"the chosen plan '{m.plan}' has no trained model folder here ({models / m.plan}); "
                               "train it or run suprem_find_best_configuration again", instructions.path)
+    # each member writes its probabilities and labels only; ensembling writes the per-class files
+    member_settings = settings.replace(save_probabilities=True, per_class=False)
     for m in instructions.members:
-        s = predict(input, work / m.plan, models / m.plan, folds=list(folds) if folds else m.folds,
-                    save_probabilities=True, overwrite=overwrite, progress=progress, **predict_options)
+        s = predict_with_model_folder(input, work / m.plan, models / m.plan, member_settings,
+                                      list(folds) if folds else m.folds, checkpoint_name,
+                                      source=f"model folder {models / m.plan}")
         summary.failures += [f for f in s.failures if f not in summary.failures]
         member_reports[m.plan] = str(s.report_path)
     failed = {f["case"] for f in summary.failures}

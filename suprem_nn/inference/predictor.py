@@ -19,7 +19,7 @@ All arrays returned are on the original file's grid and axis order (``[i, j, k]`
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import SupremError
 from ..io.geometry import Geometry
+from ..model_folder import FINAL_CHECKPOINT
 from ..planning.plans import Plan
 from .sliding_window import sliding_window_predict
 
@@ -75,22 +76,22 @@ class StagedPrediction:
         case.timings["network"] = time.perf_counter() - t0
         return self.to_input_grid(case, values)
 
-    def predict_to_folder(self, input_path, output_path, **kw):
-        """Files API: see :func:`suprem_nn.inference.predict` (this predictor's settings are used)."""
-        from .api import run_prediction
-
-        return run_prediction(self, input_path, output_path, **kw)
-
 
 class Predictor(StagedPrediction):
     """Run a plan's networks (one per fold) on cases and map the result back to their original grid.
+
+    Load a model once with :meth:`from_model_folder` or :meth:`from_suprem` (the same set-up as
+    :func:`suprem_nn.predict`), then predict many in-memory images with :meth:`predict_array` or
+    :meth:`predict_image`. The constructor takes already-loaded networks and resolved numerics.
 
     Args:
         plan: the plan the networks were trained with (preprocessing, patch, classes).
         networks: one network per fold; probabilities are averaged over them.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         step_size: window spacing as a fraction of the patch.
-        use_mirroring: mirror TTA over ``plan.mirror_axes``.
+        use_mirroring: mirror TTA over ``mirror_axes``.
+        mirror_axes: network-space axes to mirror over (default ``plan.mirror_axes``; a model folder's are
+            those its folds were trained with, :func:`suprem_nn.model_folder.load_trained_model`).
         windows_per_batch: windows per forward call (forced to 1 for batch-statistics networks).
         autocast_dtype: ``torch.bfloat16`` to run the network under autocast, None for float32.
         channels_last: channels_last_3d memory format for the network (CPU convolutions).
@@ -105,16 +106,16 @@ class Predictor(StagedPrediction):
                  use_mirroring: bool = True, windows_per_batch: int = 2, autocast_dtype: Optional[torch.dtype] = None,
                  channels_last: bool = False, postprocess: Optional[str] = None,
                  classes: Optional[Sequence[str]] = None, spacing_factor: float = 1.0,
-                 keep_probabilities: bool = False, progress: bool = False):
+                 keep_probabilities: bool = False, progress: bool = False,
+                 mirror_axes: Optional[Sequence[int]] = None):
         if not networks:
             raise ValueError("Predictor needs at least one network")
         if postprocess not in (None, "largest-component"):
             raise SupremError(f"unknown postprocessing '{postprocess}' (choose: largest-component)")
         self.device = _check_device(device)
-        self.plan = plan
-        if spacing_factor != 1.0:
-            self.plan = copy.deepcopy(plan)
-            self.plan.target_spacing = [s * spacing_factor for s in plan.target_spacing]
+        # The grid prediction runs on; --fast makes it coarser in a new Plan, so the model's own is not changed.
+        self.plan = plan if spacing_factor == 1.0 else dataclasses.replace(
+            plan, target_spacing=[s * spacing_factor for s in plan.target_spacing])
         if self.device.type == "cuda":
             # Every window has the same shape, so cuDNN's per-shape algorithm search pays for itself at once.
             torch.backends.cudnn.benchmark = True
@@ -122,7 +123,7 @@ class Predictor(StagedPrediction):
         if channels_last:
             self.networks = [n.to(memory_format=torch.channels_last_3d) for n in self.networks]
         self.step_size = float(step_size)
-        self.mirror_axes = tuple(plan.mirror_axes) if use_mirroring else ()
+        self.mirror_axes = tuple(plan.mirror_axes if mirror_axes is None else mirror_axes) if use_mirroring else ()
         self.windows_per_batch = int(windows_per_batch)
         self.autocast_dtype = autocast_dtype
         self.channels_last = channels_last
@@ -137,14 +138,104 @@ class Predictor(StagedPrediction):
         else:
             self.class_indices = list(range(len(plan.class_names)))
         self.class_indices.sort()  # plan order, so the documented overlap rule (higher index wins) holds
+        # Set by from_model_folder / from_suprem: what ran the network pass and which released file was loaded.
+        self.engine_report: dict = {"name": "torch"}
+        self.checkpoint = None
 
     @classmethod
-    def from_model_folder(cls, folder, folds=(0,), checkpoint_name: str = "checkpoint_final.pth", device="cpu",
-                          **kw) -> "Predictor":
-        from .models import load_model_folder
+    def from_settings(cls, plan: Plan, runtime, settings, mirror_axes: Optional[Sequence[int]] = None,
+                      step_size: float = 0.5) -> "Predictor":
+        """A predictor for networks set up by :func:`~suprem_nn.inference.runtime.prepare_runtime` and
+        :class:`~suprem_nn.inference.settings.PredictionSettings`; ``step_size`` when the settings leave it None."""
+        return cls(plan, runtime.networks, device=settings.device,
+                   step_size=step_size if settings.step_size is None else settings.step_size,
+                   use_mirroring=settings.mirroring, mirror_axes=mirror_axes,
+                   windows_per_batch=runtime.windows_per_batch, autocast_dtype=runtime.autocast_dtype,
+                   channels_last=runtime.channels_last, postprocess=settings.postprocess, classes=settings.classes,
+                   spacing_factor=2.0 if settings.fast else 1.0, keep_probabilities=settings.save_probabilities,
+                   progress=settings.progress)
 
-        plan, networks = load_model_folder(folder, folds, checkpoint_name)
-        return cls(plan, networks, device=device, **kw)
+    @classmethod
+    def from_model_folder(cls, folder, folds: Optional[Sequence] = (0,), checkpoint_name: str = FINAL_CHECKPOINT,
+                          settings=None, **options) -> "Predictor":
+        """Load the folds of a trained model folder once (``folds`` None or empty: every finished fold).
+
+        ``settings``: a :class:`~suprem_nn.inference.settings.PredictionSettings` (default: ``suprem_predict``'s
+        defaults, without progress output); ``options`` (its field names) override its fields. The predictor
+        runs exactly as :func:`suprem_nn.predict` runs this model (precision, memory layout, engine).
+        """
+        from ..model_folder import load_trained_model
+        from .runtime import prepare_runtime
+
+        settings = _settings(settings, options)
+        model = load_trained_model(folder, folds, checkpoint_name)
+        plan = model.plan
+        runtime = prepare_runtime(model.networks, plan.network, [1, plan.num_inputs, *plan.patch_size], settings)
+        predictor = cls.from_settings(plan, runtime, settings, model.mirror_axes)
+        predictor.engine_report = runtime.engine_report
+        return predictor
+
+    @classmethod
+    def from_suprem(cls, backbone: Optional[str] = None, checkpoint=None, settings=None, **options) -> "Predictor":
+        """Load a released SuPreM file once, run with SuPreM's direct-inference recipe (see :func:`suprem_nn.predict`).
+
+        ``backbone`` ``"unet"``, ``"segresnet"`` or ``"swinunetr"``; ``checkpoint`` the file (None: the released
+        one, downloaded on first use); either may be left out when the other is given. Settings left None take
+        the recipe's: step size 0.25, largest component per organ, the 9 AbdomenAtlas-1.0 organs.
+        """
+        from .models import load_suprem_released, suprem_direct_defaults
+        from .runtime import prepare_runtime
+
+        settings = _settings(settings, options)
+        if backbone is None and checkpoint is None:
+            raise SupremError("give the SuPreM backbone, the checkpoint file, or both")
+        if checkpoint is None:
+            from ..networks.weights import ensure_weights
+            checkpoint = ensure_weights(backbone, progress=settings.progress, use_flag="--checkpoint FILE")
+        plan, networks = load_suprem_released(backbone, checkpoint)
+        defaults = suprem_direct_defaults(plan.pretrained)
+        settings = settings.replace(classes=settings.classes or tuple(defaults["classes"]),
+                                    postprocess=settings.postprocess or defaults["postprocess"])
+        runtime = prepare_runtime(networks, plan.network, [1, plan.num_inputs, *plan.patch_size], settings)
+        predictor = cls.from_settings(plan, runtime, settings, step_size=defaults["step_size"])
+        predictor.engine_report = runtime.engine_report
+        predictor.checkpoint = checkpoint
+        return predictor
+
+    # ------------------------------------------------------------------ in-memory images
+    def predict_array(self, image, spacing: Sequence[float], origin: Sequence[float] = (0.0, 0.0, 0.0),
+                      direction: Optional[Sequence[float]] = None) -> np.ndarray:
+        """Label map of one CT held in memory, on the input's own grid.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            ``(i, j, k)`` intensities in HU (axis ``i`` varies fastest on disk: NIfTI/ITK ``x``; see
+            :mod:`suprem_nn.io.geometry`), or ``(C, i, j, k)`` for a model with C input channels.
+        spacing : sequence of 3 floats
+            Voxel size along ``i, j, k`` in mm.
+        origin : sequence of 3 floats
+            World (LPS, mm) position of voxel ``(0, 0, 0)``.
+        direction : sequence of 9 floats, optional
+            Row-major 3x3 matrix whose column ``a`` is the world direction of axis ``a`` (default identity).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(i, j, k)`` label map (uint8, uint16 when a label value exceeds 255) holding the plan's label values.
+        """
+        from .arrays import array_case
+
+        images, geometry = array_case(image, spacing, origin, direction, self.plan.num_inputs)
+        return self.predict_case(images, geometry).label_map
+
+    def predict_image(self, image):
+        """Label map of a SimpleITK image (or list of images, one per input channel) as a SimpleITK image with
+        the input's geometry (size, spacing, origin, direction)."""
+        from .arrays import from_sitk, to_sitk
+
+        images, geometry = from_sitk(image)
+        return to_sitk(self.predict_case(images, geometry).label_map, geometry)
 
     # ------------------------------------------------------------------ stages
     def prepare(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PreparedCase:
@@ -256,6 +347,13 @@ class Predictor(StagedPrediction):
         from ..preprocessing import restore_block
 
         return restore_block(values.float(), props, self.plan)
+
+
+def _settings(settings, options: dict):
+    """``settings`` (default: no progress output, a library call's) with ``options`` applied."""
+    from .settings import PredictionSettings
+
+    return (settings or PredictionSettings(progress=False)).replace(**options)
 
 
 def keep_largest_component_per_label(label_map: np.ndarray, values) -> None:

@@ -163,20 +163,23 @@ def test_models_trained_without_mirroring_predict_without_it(tmp_path):
     demo model: 0.919 -> 0.837), so a fold's inference_allowed_mirroring_axes limits test-time mirroring."""
     import torch as _torch
 
-    from suprem_nn.inference.models import load_model_folder
+    from suprem_nn.model_folder import load_trained_model
 
     from .helpers import make_model_folder
 
     plan = tiny_plan(mirror_axes=(0, 1, 2))
     folder = make_model_folder(tmp_path, plan, folds=(0, 1))
-    assert load_model_folder(folder, (0, 1))[0].mirror_axes == [0, 1, 2]  # older checkpoints: the plan's axes
+    assert load_trained_model(folder, (0, 1)).mirror_axes == [0, 1, 2]  # older checkpoints: the plan's axes
     for fold, axes in (("0", [1, 2]), ("1", [])):
         path = folder / f"fold_{fold}" / "checkpoint_final.pth"
         ck = _torch.load(path, weights_only=True)
         ck["inference_allowed_mirroring_axes"] = axes
         _torch.save(ck, path)
-    assert load_model_folder(folder, (0,))[0].mirror_axes == [1, 2]
-    assert load_model_folder(folder, (0, 1))[0].mirror_axes == []
+    assert load_trained_model(folder, (0,)).mirror_axes == [1, 2]
+    model = load_trained_model(folder, (0, 1))
+    assert model.mirror_axes == [] and model.plan.mirror_axes == [0, 1, 2]  # the plan itself is never changed
+    assert Predictor.from_model_folder(folder, (0, 1), engine="torch").mirror_axes == ()
+    assert Predictor.from_model_folder(folder, (0,), engine="torch").mirror_axes == (1, 2)
 
 
 def test_abdomenatlas_per_class_files_keep_overlapping_masks(real_ct, tmp_path):

@@ -1,6 +1,6 @@
 """Predict with a trained nnU-Net v2 model through suprem_nn's sliding window and files API.
 
-:class:`NnunetPredictor` offers the stage methods :func:`suprem_nn.inference.api.run_prediction` drives
+:class:`NnunetPredictor` offers the stage methods :func:`suprem_nn.inference.run.run_prediction` drives
 (``prepare`` / ``network_pass`` / ``export``), so reading, overlapped preprocessing/export, atomic writing,
 resuming and the run report are the same as for suprem_nn's own models.
 
@@ -24,6 +24,7 @@ import torch
 
 from ...errors import SupremError
 from ...io.geometry import Geometry
+from ...model_folder import FINAL_CHECKPOINT  # nnU-Net v2 names its final checkpoint the same
 from ...preprocessing.resampling import resample_image
 from ..predictor import (PredictionResult, PreparedCase, StagedPrediction, _check_device,
                          keep_largest_component_per_label)
@@ -114,7 +115,7 @@ class NnunetPredictor(StagedPrediction):
 
     @classmethod
     def from_folder(cls, folder: str | Path, folds: Sequence = (0, 1, 2, 3, 4),
-                    checkpoint_name: str = "checkpoint_final.pth", **kw) -> "NnunetPredictor":
+                    checkpoint_name: str = FINAL_CHECKPOINT, **kw) -> "NnunetPredictor":
         return cls(load_nnunet_model(folder, folds, checkpoint_name), **kw)
 
     # ------------------------------------------------------------------ stages
