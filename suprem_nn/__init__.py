@@ -2,6 +2,53 @@
 
 Stages, one package each, in the order a CT flows through them:
 ``io`` -> ``datasets`` -> ``planning`` -> ``preprocessing`` -> ``training`` (with ``networks``)
--> ``inference`` -> ``evaluation``. ``cli`` only wraps library functions.
+-> ``inference`` -> ``evaluation``. ``cli`` only wraps library functions; ``model_folder`` owns the trained-model
+folder that training writes and inference reads.
+
+Public Python API (documentation/python_api.md), one function per command, at the same depth
+(``suprem_nn.<stage>.api``)::
+
+    from suprem_nn import plan_and_preprocess, train, predict, evaluate, Predictor
+
+They are imported on first use, so ``import suprem_nn`` stays fast (it does not import torch).
 """
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+# name -> the modules that may define it, first match wins. plan_and_preprocess is moving from planning to
+# preprocessing (planning must not import preprocessing); both places are listed until the move has landed.
+_PUBLIC = {
+    "plan_and_preprocess": ("suprem_nn.preprocessing.api", "suprem_nn.planning.api"),
+    "train": ("suprem_nn.training.api",),
+    "predict": ("suprem_nn.inference.api",),
+    "evaluate": ("suprem_nn.evaluation.api",),
+    "Predictor": ("suprem_nn.inference.predictor",),
+    "PredictionSettings": ("suprem_nn.inference.settings",),
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    """Import a public API name on first access (PEP 562) and keep it as a module attribute."""
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'suprem_nn' has no attribute '{name}'")
+    for module_name in _PUBLIC[name]:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:  # a dependency is missing: that is the user's problem to see
+                raise
+            continue
+        if hasattr(module, name):
+            value = getattr(module, name)
+            globals()[name] = value
+            return value
+    raise AttributeError(f"module 'suprem_nn' has no attribute '{name}' (not found in {', '.join(_PUBLIC[name])})")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -1,6 +1,6 @@
 """``suprem_evaluate``: Dice, IoU and normalised surface Dice of a prediction folder against references.
 
-Wraps :func:`suprem_nn.evaluation.evaluate.evaluate`; see documentation/evaluation.md.
+Wraps :func:`suprem_nn.evaluation.api.evaluate`; see documentation/evaluation.md.
 """
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from ..evaluation.evaluate import CSV_FILE, SUMMARY_FILE, evaluate, format_table
+from ..evaluation.api import evaluate
+from ..evaluation.evaluate import CSV_FILE, SUMMARY_FILE, format_table
 from .common import add_common_arguments, run_command
 
 

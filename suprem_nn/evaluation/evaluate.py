@@ -41,20 +41,6 @@ PathLike = Union[str, os.PathLike]
 
 # ----------------------------------------------------------------------------------------------- public API
 
-def evaluate(reference: PathLike, prediction: PathLike, labels: LabelSpec = None, nsd_tolerance_mm: float = 1.0,
-             output_dir: Optional[PathLike] = None, num_processes: int = 1, ref_labels: LabelSpec = None,
-             pred_labels: LabelSpec = None) -> dict:
-    """What ``suprem_evaluate`` runs; see :func:`evaluate_folder`. Returns the summary written to ``summary.json``.
-
-    A label spec (``labels``, ``ref_labels``, ``pred_labels``) is ``"liver=1,spleen=2"`` (``"1,2"`` names
-    classes by their value), the path of a ``dataset.json`` (``labels`` name -> value, nnU-Net v2; value -> name
-    also accepted), ``plans.json`` (``class_names`` with ``label_values``) or ``run_report.json``, or a dict.
-    """
-    return evaluate_folder(reference, prediction, labels, nsd_tolerance_mm=nsd_tolerance_mm,
-                           num_processes=num_processes, output_dir=output_dir, ref_labels=ref_labels,
-                           pred_labels=pred_labels)
-
-
 def evaluate_folder(reference_dir: PathLike, prediction_dir: PathLike, labels: LabelSpec = None,
                     nsd_tolerance_mm: float = 1.0, num_processes: int = 1, output_dir: Optional[PathLike] = None,
                     ref_labels: LabelSpec = None, pred_labels: LabelSpec = None) -> dict:
@@ -62,7 +48,7 @@ def evaluate_folder(reference_dir: PathLike, prediction_dir: PathLike, labels: L
 
     ``reference_dir`` / ``prediction_dir``: folders of cases, single case folders or single files
     (:mod:`~suprem_nn.evaluation.cases`). ``labels`` (both sides), ``ref_labels``, ``pred_labels``: label specs
-    (see :func:`evaluate`); without them each side's label names are read from the label files near it and
+    (see :func:`suprem_nn.evaluation.api.evaluate`); without them each side's label names are read from the label files near it and
     classes are matched by name (:mod:`~suprem_nn.evaluation.label_names`); with none anywhere, every non-zero
     value found is evaluated under its number. NSD is reported at ``nsd_tolerance_mm`` (mm) and at one voxel of
     each case's coarsest axis (``nsd_1voxel``). Cases found on one side only are listed in the summary

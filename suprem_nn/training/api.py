@@ -11,12 +11,36 @@ from .splits import parse_fold
 
 def train(dataset: str, fold="0", config_file: Optional[str] = None, continue_training: bool = False,
           echo: bool = True, **options) -> Optional[dict]:
-    """Train one fold of ``dataset`` and return the last epoch's metrics (rank 0; None on other ranks).
+    """Train one fold of a planned, preprocessed dataset (what ``suprem_train DATASET FOLD`` runs).
 
-    ``options`` are :class:`~suprem_nn.training.config.TrainingConfig` fields (e.g. ``pretrained="unet"``,
-    ``epochs=50``, ``num_gpus=2``); they override ``config_file`` (JSON), which overrides the plan's recipe.
-    Under torchrun (``RANK``/``WORLD_SIZE`` set) this process is one rank; with ``num_gpus > 1`` and no
-    torchrun environment, ``num_gpus`` processes are spawned on this node.
+    Writes the model folder ``$SUPREM_RESULTS/<dataset>/<plan>/`` (``plans.json``, ``fold_<k>/`` with checkpoints,
+    ``training_log.txt``, ``progress.png`` and, unless disabled, the final validation; layout:
+    :mod:`suprem_nn.model_folder`). Every cross-validation fold in one call (``suprem_train DATASET cv``):
+    :func:`suprem_nn.training.cross_validation.cross_validate`.
+
+    Parameters
+    ----------
+    dataset : str
+        Dataset name (``Dataset101_X``), numeric id (``101``) or raw folder path; planned by
+        :func:`suprem_nn.plan_and_preprocess` first.
+    fold : int or str
+        ``0``-``4`` (the folds of ``splits_final.json``) or ``"all"`` (train on every case).
+    config_file : str, optional
+        JSON object of training settings.
+    continue_training : bool
+        Resume the fold from its last complete epoch (``--continue``).
+    echo : bool
+        Print progress and the per-epoch lines (they always go to ``training_log.txt``).
+    **options
+        :class:`~suprem_nn.training.config.TrainingConfig` fields (e.g. ``pretrained="unet"``, ``epochs=50``,
+        ``num_gpus=2``, ``device="cpu"``); they override ``config_file``, which overrides the plan's recipe.
+
+    Returns
+    -------
+    dict or None
+        The last epoch's record (losses, pseudo-Dice, ``final_validation_mean_dice``) on rank 0; None on the
+        other ranks. Under torchrun (``RANK``/``WORLD_SIZE`` set) this process is one rank; with ``num_gpus > 1``
+        and no torchrun environment, ``num_gpus`` processes are spawned on this node.
     """
     fold = parse_fold(str(fold))
     cfg = resolve_training_config(dataset, config_file, options)

@@ -13,7 +13,8 @@ from scipy import ndimage
 
 from tests.conftest import BTCV13, make_abdomenatlas_dataset
 from suprem_nn.errors import SupremError
-from suprem_nn.evaluation.evaluate import evaluate, evaluate_folder, parse_label_spec
+from suprem_nn.evaluation.api import evaluate
+from suprem_nn.evaluation.evaluate import evaluate_folder, parse_label_spec
 from suprem_nn.io.geometry import Geometry
 from suprem_nn.io.image_io import read_image, write_image
 

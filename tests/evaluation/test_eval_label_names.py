@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import BTCV13
 from tests.evaluation.test_eval_cli import run_cli
 from suprem_nn.errors import SupremError
-from suprem_nn.evaluation.evaluate import evaluate
+from suprem_nn.evaluation.api import evaluate
 from suprem_nn.io.image_io import read_image, write_image
 
 CE = "ts_upper_abdomen_ce_dicom"   # 0.977 x 0.977 x 2 mm, no kidneys in the slab

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from suprem_nn.errors import SupremError
-from suprem_nn.evaluation.evaluate import evaluate
+from suprem_nn.evaluation.api import evaluate
 from suprem_nn.inference import predict
 from suprem_nn.inference.cases import find_cases
 from suprem_nn.io.image_io import read_geometry
