@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..errors import SupremError
+from ..model_folder import fold_folder as model_fold_folder
 from ..utils.atomic import atomic_write_json
 from . import phantom
 
@@ -175,7 +176,7 @@ def run_demo(out: Optional[Path] = None, quick: bool = False, minutes: Optional[
                                # the test cases are evaluated in step 5; a second sliding-window pass over the
                                # validation cases would only add minutes
                                "final_validation": False})
-    fold_folder = roots["SUPREM_RESULTS"] / DATASET / PLAN / "fold_0"
+    fold_folder = model_fold_folder(roots["SUPREM_RESULTS"] / DATASET / PLAN, 0)
     if fold_folder.exists():
         echo(f"      removing the previous demo run's {fold_folder}")
         shutil.rmtree(fold_folder)
@@ -291,37 +292,21 @@ def next_steps(r: DemoResult) -> list[str]:
 
 def find_suprem_weights(backbone: str = BACKBONE) -> Optional[Path]:
     """The released SuPreM file for ``backbone`` if the user has put it where training looks, else None."""
-    from ..planning.presets import load_preset
-    from ..networks.weights import weights_search_path
-    name = load_preset(backbone)["checkpoint"]["file"]
-    return next((p for p in weights_search_path(name) if p.is_file()), None)
+    from ..networks.weights import find_weights, released_weights
+
+    return find_weights(released_weights(backbone).file_name)
 
 
 def measure_training_step(s: DemoSettings, device: str = "cpu", repeats: int = 5) -> float:
-    """Seconds of one forward + backward + AdamW step of the demo network at the demo's patch and batch.
+    """Seconds of one training step of the demo network at the demo's patch and batch
+    (:func:`suprem_nn.training.time_training_step`: the fastest of ``repeats`` after a warm-up step).
 
-    The first step (memory allocation, kernel selection) is not counted, and the fastest of the others is
-    taken: a brief burst of other work on a 2-core machine once made the mean 8x too slow, and the demo then
-    trained 2 epochs instead of 23. The data pipeline and validation add to this; :func:`epochs_for_budget`
-    allows for them.
+    The data pipeline and validation add to this; :func:`epochs_for_budget` allows for them.
     """
-    import torch
+    from ..training import time_training_step
 
-    from ..networks import build_network
-    dev = torch.device(device)
-    net = build_network(BACKBONE, 1, len(phantom.CLASS_NAMES) + 1).to(dev)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    x = torch.randn(s.batch_size, 1, *s.patch_size, device=dev)
-    times = []
-    for _ in range(repeats + 1):
-        t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        net(x).float().square().mean().backward()
-        opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        times.append(time.perf_counter() - t)
-    return min(times[1:])
+    return time_training_step(BACKBONE, 1, len(phantom.CLASS_NAMES) + 1, s.patch_size, s.batch_size, device,
+                              repeats)
 
 
 # Besides the measured steps an epoch pays for data loading, augmentation, validation patches and a
