@@ -77,6 +77,7 @@ def test_predict_ct_nii_gz_then_evaluate_pairs_it(real_ct, tmp_path):
 def test_the_chosen_configuration_names_its_outputs_by_the_same_rule(real_ct, tmp_path):
     """suprem_predict -d with inference_instructions.json: members and ensemble follow the rule, and the run's
     case ids stay the image names."""
+    from suprem_nn.inference import PredictionSettings
     from suprem_nn.inference.chosen import predict_with_instructions
     from suprem_nn.inference.instructions import InferenceInstructions, Member
     from suprem_nn.paths import results_root
@@ -93,7 +94,7 @@ def test_the_chosen_configuration_names_its_outputs_by_the_same_rule(real_ct, tm
     inp.mkdir()
     shutil.copyfile(real_ct / SM / "ct.nii.gz", inp / "ct.nii.gz")
     (inp / "broken.nii.gz").write_bytes(b"not an image " * 50)
-    summary = predict_with_instructions(inp, out, instructions, progress=False, num_workers=0)
+    summary = predict_with_instructions(inp, out, instructions, PredictionSettings(progress=False, num_workers=0))
     assert summary.cases == ["ct"] and [f["case"] for f in summary.failures] == ["broken"]
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["ct_seg.nii.gz"]
     assert read_geometry(out / "ct_seg.nii.gz") == read_geometry(inp / "ct.nii.gz")
