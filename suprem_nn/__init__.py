@@ -18,15 +18,14 @@ import importlib
 
 __version__ = "0.1.0"
 
-# name -> the modules that may define it, first match wins. plan_and_preprocess is moving from planning to
-# preprocessing (planning must not import preprocessing); both places are listed until the move has landed.
+# name -> the module that defines it
 _PUBLIC = {
-    "plan_and_preprocess": ("suprem_nn.preprocessing.api", "suprem_nn.planning.api"),
-    "train": ("suprem_nn.training.api",),
-    "predict": ("suprem_nn.inference.api",),
-    "evaluate": ("suprem_nn.evaluation.api",),
-    "Predictor": ("suprem_nn.inference.predictor",),
-    "PredictionSettings": ("suprem_nn.inference.settings",),
+    "plan_and_preprocess": "suprem_nn.preprocessing.api",
+    "train": "suprem_nn.training.api",
+    "predict": "suprem_nn.inference.api",
+    "evaluate": "suprem_nn.evaluation.api",
+    "Predictor": "suprem_nn.inference.predictor",
+    "PredictionSettings": "suprem_nn.inference.settings",
 }
 
 __all__ = ["__version__", *_PUBLIC]
@@ -36,18 +35,9 @@ def __getattr__(name: str):
     """Import a public API name on first access (PEP 562) and keep it as a module attribute."""
     if name not in _PUBLIC:
         raise AttributeError(f"module 'suprem_nn' has no attribute '{name}'")
-    for module_name in _PUBLIC[name]:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:  # a dependency is missing: that is the user's problem to see
-                raise
-            continue
-        if hasattr(module, name):
-            value = getattr(module, name)
-            globals()[name] = value
-            return value
-    raise AttributeError(f"module 'suprem_nn' has no attribute '{name}' (not found in {', '.join(_PUBLIC[name])})")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # later accesses skip this function
+    return value
 
 
 def __dir__() -> list[str]:

@@ -36,10 +36,10 @@ def test_four_functions_and_predictor_on_a_real_ct(real_ct, tmp_path):
     from suprem_nn.io import read_image
     from suprem_nn.paths import preprocessed_root, raw_root, results_root
 
-    # each name is one documented function (or class) at suprem_nn.<stage>.api / inference.predictor
+    # each name is one documented function at suprem_nn.<stage>.api (Predictor: inference.predictor)
     for f in (plan_and_preprocess, train, predict, evaluate, Predictor):
         assert f.__doc__ and f is getattr(suprem_nn, f.__name__)
-    for f in (train, predict, evaluate):
+    for f in (plan_and_preprocess, train, predict, evaluate):
         assert f.__module__.endswith(".api") and "Parameters\n    ----------" in f.__doc__, f
 
     raw = make_nnunet_dataset(raw_root(), DATASET, test_cases=[CASE])
