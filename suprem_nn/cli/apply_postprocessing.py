@@ -9,6 +9,9 @@ from .common import add_common_arguments, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``suprem_apply_postprocessing`` (keep the largest component of chosen labels in a folder
+    of label maps); ``--debug`` and ``--quiet`` included.
+    """
     p = argparse.ArgumentParser(
         prog="suprem_apply_postprocessing",
         description="Keep only the largest 26-connected component of chosen labels in finished label maps "
@@ -44,6 +47,13 @@ def _body(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``suprem_apply_postprocessing`` (keep the largest component of chosen labels in a folder of label maps) with
+    ``argv`` (default ``sys.argv[1:]``).
+
+    Exit codes: 0 on success; 1 on a user error (:class:`~suprem_nn.errors.SupremError`) or ``OSError``,
+    reported as one line on stderr (with ``--debug`` the exception propagates instead); 130 when interrupted with
+    Ctrl-C. Bad arguments make argparse exit with code 2 (``SystemExit``) before anything runs.
+    """
     return run_command("suprem_apply_postprocessing", build_parser(), _body, argv)
 
 

@@ -9,6 +9,9 @@ from .common import add_common_arguments, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``suprem_demo`` (the whole pipeline on generated phantom CTs); ``--debug`` and ``--quiet``
+    included.
+    """
     p = argparse.ArgumentParser(
         prog="suprem_demo",
         description="The whole pipeline offline on generated abdominal CTs: suprem_plan_and_preprocess, "
@@ -38,6 +41,12 @@ def _body(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``suprem_demo`` (the whole pipeline on generated phantom CTs) with ``argv`` (default ``sys.argv[1:]``).
+
+    Exit codes: 0 on success; 1 on a user error (:class:`~suprem_nn.errors.SupremError`) or ``OSError``,
+    reported as one line on stderr (with ``--debug`` the exception propagates instead); 130 when interrupted with
+    Ctrl-C. Bad arguments make argparse exit with code 2 (``SystemExit``) before anything runs.
+    """
     return run_command("suprem_demo", build_parser(), _body, argv)
 
 

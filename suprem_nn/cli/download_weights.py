@@ -15,6 +15,9 @@ BACKBONES = tuple(released_backbones())  # the backbones with released SuPreM we
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``suprem_download_weights`` (download or register the released SuPreM weights);
+    ``--debug`` and ``--quiet`` included.
+    """
     p = argparse.ArgumentParser(
         prog="suprem_download_weights",
         description="Download the released SuPreM weights into the weights folder (default $SUPREM_WEIGHTS or "
@@ -55,6 +58,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``suprem_download_weights`` (download or register the released SuPreM weights) with ``argv`` (default
+    ``sys.argv[1:]``).
+
+    Exit codes: 0 on success; 1 on a user error (:class:`~suprem_nn.errors.SupremError`) or ``OSError``,
+    reported as one line on stderr (with ``--debug`` the exception propagates instead); 130 when interrupted with
+    Ctrl-C. Bad arguments make argparse exit with code 2 (``SystemExit``) before anything runs.
+    """
     return run_command("suprem_download_weights", build_parser(), _run, argv)
 
 

@@ -9,6 +9,9 @@ from .common import add_common_arguments, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``suprem_ensemble`` (average saved probabilities of several prediction folders);
+    ``--debug`` and ``--quiet`` included.
+    """
     p = argparse.ArgumentParser(
         prog="suprem_ensemble",
         description="Average the saved probabilities (suprem_predict --save-probabilities) of several predictions "
@@ -47,6 +50,13 @@ def _body(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``suprem_ensemble`` (average saved probabilities of several prediction folders) with ``argv`` (default
+    ``sys.argv[1:]``).
+
+    Exit codes: 0 on success; 1 on a user error (:class:`~suprem_nn.errors.SupremError`) or ``OSError``,
+    reported as one line on stderr (with ``--debug`` the exception propagates instead); 130 when interrupted with
+    Ctrl-C. Bad arguments make argparse exit with code 2 (``SystemExit``) before anything runs.
+    """
     return run_command("suprem_ensemble", build_parser(), _body, argv)
 
 

@@ -14,6 +14,9 @@ from .common import add_common_arguments, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``suprem_evaluate`` (Dice, IoU and NSD of predictions against references); ``--debug`` and
+    ``--quiet`` included.
+    """
     p = argparse.ArgumentParser(
         prog="suprem_evaluate",
         description="Compare predicted segmentations with reference segmentations (Dice, IoU, normalised surface "
@@ -71,6 +74,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``suprem_evaluate`` (Dice, IoU and NSD of predictions against references) with ``argv`` (default
+    ``sys.argv[1:]``).
+
+    Exit codes: 0 on success; 1 on a user error (:class:`~suprem_nn.errors.SupremError`) or ``OSError``,
+    reported as one line on stderr (with ``--debug`` the exception propagates instead), or when any case failed to
+    evaluate (each listed on stderr); 130 when interrupted with
+    Ctrl-C. Bad arguments make argparse exit with code 2 (``SystemExit``) before anything runs.
+    """
     return run_command("suprem_evaluate", build_parser(), _run, argv)
 
 

@@ -10,6 +10,9 @@ from .common import add_common_arguments, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``suprem_export_backbone`` (a trained fold's backbone as a SuPreM-style .pth); ``--debug``
+    and ``--quiet`` included.
+    """
     p = argparse.ArgumentParser(
         prog="suprem_export_backbone",
         description="Write the backbone of a trained model in the key layout of the released SuPreM file of its "
@@ -42,6 +45,13 @@ def _body(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``suprem_export_backbone`` (a trained fold's backbone as a SuPreM-style .pth) with ``argv`` (default
+    ``sys.argv[1:]``).
+
+    Exit codes: 0 on success; 1 on a user error (:class:`~suprem_nn.errors.SupremError`) or ``OSError``,
+    reported as one line on stderr (with ``--debug`` the exception propagates instead); 130 when interrupted with
+    Ctrl-C. Bad arguments make argparse exit with code 2 (``SystemExit``) before anything runs.
+    """
     return run_command("suprem_export_backbone", build_parser(), _body, argv)
 
 

@@ -12,6 +12,9 @@ from .common import add_common_arguments, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``suprem_find_best_configuration`` (choose the best plan or ensemble by cross-validation
+    Dice); ``--debug`` and ``--quiet`` included.
+    """
     p = argparse.ArgumentParser(
         prog="suprem_find_best_configuration",
         description="Compare the dataset's trained plans (and ensembles of pairs) by cross-validation Dice on their "
@@ -49,6 +52,13 @@ def _body(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``suprem_find_best_configuration`` (choose the best plan or ensemble by cross-validation Dice) with ``argv``
+    (default ``sys.argv[1:]``).
+
+    Exit codes: 0 on success; 1 on a user error (:class:`~suprem_nn.errors.SupremError`) or ``OSError``,
+    reported as one line on stderr (with ``--debug`` the exception propagates instead); 130 when interrupted with
+    Ctrl-C. Bad arguments make argparse exit with code 2 (``SystemExit``) before anything runs.
+    """
     return run_command("suprem_find_best_configuration", build_parser(), _body, argv)
 
 

@@ -11,6 +11,9 @@ from .common import add_common_arguments, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``suprem_plan_and_preprocess`` (plan datasets and write their preprocessed cache);
+    ``--debug`` and ``--quiet`` included.
+    """
     p = argparse.ArgumentParser(
         prog="suprem_plan_and_preprocess",
         description="Verify a raw dataset, fingerprint it, plan training around a SuPreM backbone and write the "
@@ -80,6 +83,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``suprem_plan_and_preprocess`` (plan datasets and write their preprocessed cache) with ``argv`` (default
+    ``sys.argv[1:]``).
+
+    Exit codes: 0 on success; 1 on a user error (:class:`~suprem_nn.errors.SupremError`) or ``OSError``,
+    reported as one line on stderr (with ``--debug`` the exception propagates instead), or when a dataset is left
+    incomplete without ``--shard`` (n = 1) and without ``--plan-only``; 130 when interrupted with
+    Ctrl-C. Bad arguments make argparse exit with code 2 (``SystemExit``) before anything runs.
+    """
     return run_command("suprem_plan_and_preprocess", build_parser(), _run, argv)
 
 

@@ -11,6 +11,7 @@ from .common import add_common_arguments, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``suprem_predict`` (segment CT images); ``--debug`` and ``--quiet`` included."""
     p = argparse.ArgumentParser(
         prog="suprem_predict",
         description="Segment CT images with a trained suprem_nn model or a released SuPreM checkpoint. Outputs "
@@ -101,6 +102,13 @@ def _body(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``suprem_predict`` (segment CT images) with ``argv`` (default ``sys.argv[1:]``).
+
+    Exit codes: 0 on success; 1 on a user error (:class:`~suprem_nn.errors.SupremError`) or ``OSError``,
+    reported as one line on stderr (with ``--debug`` the exception propagates instead), or when any case failed (each
+    listed on stderr); 130 when interrupted with
+    Ctrl-C. Bad arguments make argparse exit with code 2 (``SystemExit``) before anything runs.
+    """
     return run_command("suprem_predict", build_parser(), _body, argv)
 
 

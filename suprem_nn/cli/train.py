@@ -11,6 +11,9 @@ from .common import add_common_arguments, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``suprem_train`` (train one fold, or every fold with FOLD ``cv``); ``--debug`` and
+    ``--quiet`` included.
+    """
     p = argparse.ArgumentParser(
         prog="suprem_train",
         description="Train one cross-validation fold, or all of them with FOLD 'cv'. Every setting is also a field "
@@ -95,6 +98,13 @@ def _cross_validate(args: argparse.Namespace, options: dict) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``suprem_train`` (train one fold, or every fold with FOLD ``cv``) with ``argv`` (default ``sys.argv[1:]``).
+
+    Exit codes: 0 on success; 1 on a user error (:class:`~suprem_nn.errors.SupremError`) or ``OSError``,
+    reported as one line on stderr (with ``--debug`` the exception propagates instead), or when a fold of ``cv`` failed;
+    130 when interrupted with
+    Ctrl-C. Bad arguments make argparse exit with code 2 (``SystemExit``) before anything runs.
+    """
     return run_command("suprem_train", build_parser(), _body, argv)
 
 
