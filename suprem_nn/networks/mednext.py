@@ -70,6 +70,17 @@ class MedNeXtCT(MedNeXt):
         self.divisibility = 2 ** len(blocks_down)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a (B, in_channels, X, Y, Z) float image batch.
+
+        Returns a float tensor (B, out_channels, X, Y, Z) of raw logits (no activation).
+
+        Raises
+        ------
+        ValueError
+            If the input is not 5-D with ``in_channels`` channels, if X, Y or Z is not divisible by
+            ``2 ** len(blocks_down)``, or if in training mode every spatial axis equals that divisor (the deepest stage
+            would hold one voxel).
+        """
         # MONAI fails deep inside the decoder (a skip-connection size mismatch) on a bad size; say what is wrong
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"MedNeXt expects (B, {self.in_channels}, X, Y, Z) input, got {tuple(x.shape)}")

@@ -40,6 +40,16 @@ class SuPreMSegResNet(SegResNet):
         self.divisibility = 2 ** (len(blocks_down) - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a (B, in_channels, X, Y, Z) float image batch.
+
+        Returns a float tensor (B, out_channels, X, Y, Z) of raw logits (no activation).
+
+        Raises
+        ------
+        ValueError
+            If the input is not 5-D with ``in_channels`` channels, or X, Y or Z is not divisible by
+            ``2 ** (len(blocks_down) - 1)``.
+        """
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"SegResNet expects (B, {self.in_channels}, X, Y, Z) input, got {tuple(x.shape)}")
         if any(s % self.divisibility for s in x.shape[2:]):

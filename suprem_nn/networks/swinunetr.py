@@ -43,6 +43,12 @@ class PatchMergingV09(PatchMergingV2):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Merge 2x2x2 neighbourhoods of a channels-last (B, X, Y, Z, C) float tensor.
+
+        Odd X, Y or Z are zero-padded at the end first. Returns (B, ceil(X/2), ceil(Y/2), ceil(Z/2), 2C): the eight
+        strided slices of :data:`V09_MERGE_OFFSETS` concatenated on C, normalised and reduced from 8C to 2C. A
+        non-5-D input goes to MONAI's ``PatchMergingV2`` unchanged.
+        """
         if x.dim() != 5:
             # 2D inputs never occur in SuPreM; the MONAI 2D order was never changed.
             return super().forward(x)
@@ -103,6 +109,21 @@ class SuPreMSwinUNETR(SwinUNETR):
             self.out = None
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bottleneck and decoder features of a (B, in_channels, X, Y, Z) float image batch.
+
+        Returns
+        -------
+        bottleneck : torch.Tensor
+            ``encoder10`` output, (B, 16 * feature_size, X/32, Y/32, Z/32).
+        decoder : torch.Tensor
+            ``decoder1`` output, (B, feature_size, X, Y, Z).
+
+        Raises
+        ------
+        ValueError
+            If the input is not 5-D with ``in_channels`` channels, or (MONAI's size check) X, Y or Z is not divisible
+            by 32.
+        """
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"SwinUNETR expects (B, {self.in_channels}, X, Y, Z) input, got {tuple(x.shape)}")
         self._check_input_size(x.shape[2:])
@@ -119,6 +140,15 @@ class SuPreMSwinUNETR(SwinUNETR):
         return dec4, self.decoder1(dec0, enc0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a (B, in_channels, X, Y, Z) float image batch: float (B, out_channels, X, Y, Z), no activation.
+
+        Raises
+        ------
+        RuntimeError
+            If the network was built without a head (``out_channels=None``).
+        ValueError
+            As :meth:`forward_features`.
+        """
         if self.out is None:
             raise RuntimeError("this SwinUNETR was built without a head (out_channels=None); use forward_features")
         return self.out(self.forward_features(x)[1])

@@ -53,6 +53,16 @@ class BatchStatsBatchNorm3d(_BatchNorm):
             raise ValueError(f"expected a 5D (B, C, X, Y, Z) input, got shape {tuple(input.shape)}")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """Normalise a (B, C, X, Y, Z) float tensor; same shape out.
+
+        Training mode and eval mode without ``batch_stats_in_eval`` behave as ``nn.BatchNorm3d``; eval mode with it
+        normalises with the batch's own statistics and leaves the running buffers untouched.
+
+        Raises
+        ------
+        ValueError
+            If the input is not 5-D.
+        """
         self._check_input_dim(input)
         if self.training:
             return super().forward(input)
@@ -62,6 +72,7 @@ class BatchStatsBatchNorm3d(_BatchNorm):
         return super().forward(input)
 
     def extra_repr(self) -> str:
+        """``nn.BatchNorm3d``'s summary plus ``batch_stats_in_eval``."""
         return super().extra_repr() + f", batch_stats_in_eval={self.batch_stats_in_eval}"
 
 
@@ -75,6 +86,7 @@ class LUConv(nn.Module):
         self.relu1 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_ch, X, Y, Z) float -> (B, out_ch, X, Y, Z): convolution, BatchNorm, ReLU (values >= 0)."""
         return self.relu1(self.bn1(self.conv1(x)))
 
 
@@ -91,6 +103,11 @@ class DownTransition(nn.Module):
         self.maxpool = nn.MaxPool3d(2) if pool else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder stage on a (B, in_ch, X, Y, Z) float tensor.
+
+        Returns ``(pooled, skip)``: ``skip`` is the (B, out_ch, X, Y, Z) output of the two LUConvs, ``pooled`` that
+        max-pooled to (B, out_ch, X/2, Y/2, Z/2), or ``skip`` itself for a stage without pooling.
+        """
         skip = self.ops(x)
         return (self.maxpool(skip) if self.maxpool is not None else skip), skip
 
@@ -104,6 +121,9 @@ class UpTransition(nn.Module):
         self.ops = _double_conv(in_ch + skip_ch, out_ch, out_ch, batch_stats_in_eval)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Decoder stage: ``x`` (B, in_ch, X/2, Y/2, Z/2) up-sampled 2x, concatenated before ``skip``
+        (B, skip_ch, X, Y, Z) on C, then two LUConvs; returns float (B, out_ch, X, Y, Z).
+        """
         # The up-sampled tensor comes first in the concatenation: the pretrained
         # first decoder conv weights depend on this channel order.
         return self.ops(torch.cat((self.up_conv(x), skip), dim=1))
@@ -117,6 +137,7 @@ class OutputTransition(nn.Module):
         self.final_conv = nn.Conv3d(in_ch, n_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_ch, X, Y, Z) float features -> (B, n_classes, X, Y, Z) raw logits."""
         return self.final_conv(x)
 
 
@@ -155,6 +176,7 @@ class UNet3D(nn.Module):
 
     @property
     def batch_stats_in_eval(self) -> bool:
+        """True if any BatchNorm of the network normalises with batch statistics in eval mode."""
         return any(isinstance(m, BatchStatsBatchNorm3d) and m.batch_stats_in_eval for m in self.modules())
 
     def set_batch_stats_in_eval(self, enabled: bool) -> None:
@@ -171,6 +193,20 @@ class UNet3D(nn.Module):
             raise ValueError(f"UNet3D spatial sizes must be divisible by {UNET_DIVISIBILITY}, got {tuple(x.shape[2:])}")
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bottleneck and decoder features of a (B, in_channels, X, Y, Z) float image batch.
+
+        Returns
+        -------
+        bottleneck : torch.Tensor
+            (B, 512, X/8, Y/8, Z/8).
+        decoder : torch.Tensor
+            (B, 64, X, Y, Z), the last up-sampling stage's output.
+
+        Raises
+        ------
+        ValueError
+            If the input is not 5-D with ``in_channels`` channels, or X, Y or Z is not divisible by 8.
+        """
         self._check_input(x)
         out64, skip64 = self.down_tr64(x)
         out128, skip128 = self.down_tr128(out64)
@@ -182,6 +218,15 @@ class UNet3D(nn.Module):
         return out512, up64
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a (B, in_channels, X, Y, Z) float image batch: float (B, out_channels, X, Y, Z), no activation.
+
+        Raises
+        ------
+        RuntimeError
+            If the network was built without a head (``out_channels=None``).
+        ValueError
+            As :meth:`forward_features`.
+        """
         if self.out_tr is None:
             raise RuntimeError("this UNet3D was built without a head (out_channels=None); use forward_features")
         return self.out_tr(self.forward_features(x)[1])

@@ -71,6 +71,7 @@ class UniversalModel(nn.Module):
 
     @property
     def in_channels(self) -> int:
+        """Image channels the backbone expects."""
         return self.backbone.in_channels
 
     def head_parameters(self, x_feat: torch.Tensor) -> torch.Tensor:
@@ -97,6 +98,14 @@ class UniversalModel(nn.Module):
         return x[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-class logits of a (B, in_channels, X, Y, Z) float image batch.
+
+        Each image's global bottleneck feature and the class embeddings give C dynamic heads, run on that image's
+        decoder features. Returns float (B, C, X, Y, Z) raw logits, C = ``num_classes``; each channel is an
+        independent binary logit (sigmoid per channel, never softmax across channels). Input size rules are the
+        backbone's
+        ``forward_features``.
+        """
         bottleneck, decoder = self.backbone.forward_features(x)
         x_feat = self.GAP(bottleneck).flatten(1)  # (B, 256)
         feats = self.precls_conv(decoder)  # (B, 8, X, Y, Z)

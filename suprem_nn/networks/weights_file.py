@@ -71,6 +71,7 @@ class ParsedCheckpoint:
 
     @property
     def in_channels(self) -> int:
+        """Image channels of the stored network: dimension 1 of its input convolution's weight."""
         key = BACKBONES[self.family].input_conv_keys[0]
         return int(self.network_state[key].shape[1])
 
