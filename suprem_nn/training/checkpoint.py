@@ -32,6 +32,16 @@ def capture_rng_state() -> dict:
 
 
 def restore_rng_state(state: dict) -> None:
+    """Restore the random generators saved by :func:`capture_rng_state`.
+
+    torch CPU, numpy's global and Python's ``random`` always; the CUDA generators only when the state has them,
+    CUDA is available and this machine has as many GPUs as were saved (else they are left as they are).
+
+    Parameters
+    ----------
+    state : dict
+        ``{"torch", "numpy", "python"[, "cuda"]}`` as returned by :func:`capture_rng_state`.
+    """
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(("MT19937", np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"],

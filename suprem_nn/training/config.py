@@ -47,6 +47,7 @@ class TrainingConfig:
     validation_step_size: float = 0.5        # sliding-window overlap of the final validation
 
     def to_json(self) -> dict:
+        """Every field as a JSON-ready dict (``dataclasses.asdict``)."""
         return dataclasses.asdict(self)
 
 
@@ -59,6 +60,24 @@ _PLAN_KEYS = {"epochs": "epochs", "lr": "lr", "weight_decay": "weight_decay", "w
 
 
 def read_config_file(path: str | Path) -> dict:
+    """Read a ``--config`` JSON file of training settings.
+
+    Parameters
+    ----------
+    path : str or Path
+        A JSON object whose keys are :class:`TrainingConfig` field names.
+
+    Returns
+    -------
+    dict
+        The object as read; values are not checked or converted here.
+
+    Raises
+    ------
+    SupremError
+        If the file is missing or not valid JSON, is not a JSON object, or names a setting that is not a
+        :class:`TrainingConfig` field.
+    """
     path = Path(path)
     data = read_json(path, missing="config file not found")
     if not isinstance(data, dict):

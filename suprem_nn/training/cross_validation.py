@@ -56,6 +56,7 @@ class CrossValidationResult:
 
     @property
     def failed(self) -> list[FoldOutcome]:
+        """The folds whose status is ``"failed"``."""
         return [f for f in self.folds if f.status == "failed"]
 
     @property
@@ -65,6 +66,9 @@ class CrossValidationResult:
 
     @property
     def mean_dice_per_class(self) -> dict:
+        """``{class name: mean over folds of that class's validation Dice}``, NaN-ignoring, in first-seen class
+        order.
+        """
         names = [n for f in self.folds for n in f.dice_per_class]
         return {n: _nanmean(f.dice_per_class.get(n) for f in self.folds) for n in dict.fromkeys(names)}
 

@@ -28,8 +28,13 @@ TRAIN, VAL = 0, 1
 class CaseSource(Protocol):
     """What the sampler needs from :class:`suprem_nn.preprocessing.cache.PreprocessedCache`."""
 
-    def load(self, case_id: str, mmap: bool = True): ...
-    def class_locations(self, case_id: str) -> dict: ...
+    def load(self, case_id: str, mmap: bool = True):
+        """``(data, seg, properties)`` of one preprocessed case; ``mmap`` memory-maps the arrays read-only."""
+        ...
+
+    def class_locations(self, case_id: str) -> dict:
+        """``{class index 0..K-1: int32 (N, 3) voxel indices in network space}``: foreground samples of ``case_id``."""
+        ...
 
 
 class DataWorkerError(SupremError):
@@ -152,6 +157,15 @@ def epoch_loader(sampler: PatchSampler, epoch: int, count: int, stream: int = TR
 
 
 def next_batch(iterator) -> dict:
+    """The next batch of an :func:`epoch_loader` iterator.
+
+    Raises
+    ------
+    DataWorkerError
+        When a data-loading worker failed: the message carries the worker's traceback.
+    StopIteration
+        When the iterator is exhausted.
+    """
     try:
         return next(iterator)
     except DataWorkerError:

@@ -41,10 +41,12 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """True on global rank 0, the process that writes files and logs."""
         return self.rank == 0
 
     @property
     def enabled(self) -> bool:
+        """True when more than one process trains (``world_size > 1``)."""
         return self.world_size > 1
 
 
@@ -81,6 +83,17 @@ def is_elastic_restart() -> bool:
 
 
 def init_process_group(info: DistInfo, device: torch.device) -> None:
+    """Join the default process group (NCCL on CUDA, gloo on the CPU); nothing for one process or when joined.
+
+    On CUDA the current device is set to ``device`` first.
+
+    Parameters
+    ----------
+    info : DistInfo
+        This process's rank and world size.
+    device : torch.device
+        The device this process trains on.
+    """
     if not info.enabled or dist.is_initialized():
         return
     if device.type == "cuda":
@@ -91,11 +104,13 @@ def init_process_group(info: DistInfo, device: torch.device) -> None:
 
 
 def shutdown() -> None:
+    """Destroy the default process group if one is initialised."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over all ranks in place (a no-op without an initialised process group); returns None."""
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
@@ -160,11 +175,13 @@ def on_every_rank(fn: Callable[[], T]) -> T:
 
 
 def barrier() -> None:
+    """Wait for every rank (a no-op without an initialised process group)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free when asked (the OS's choice; it may be taken again later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -29,6 +29,7 @@ CONSOLE_LOG, SETTINGS_FILE = "console.log", "cv_settings.json"
 
 
 def uses_cuda(cfg: TrainingConfig) -> bool:
+    """Whether ``cfg.device`` trains on CUDA: ``"cuda..."``, or ``"auto"`` when torch sees a CUDA GPU."""
     import torch
     return cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
 

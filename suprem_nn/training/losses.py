@@ -30,6 +30,20 @@ class DiceCELoss(nn.Module):
     """Exclusive labels: cross-entropy + (1 - soft Dice over the foreground channels)."""
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy + (1 - soft Dice over the foreground channels 1..C-1), computed in float32.
+
+        Parameters
+        ----------
+        logits : torch.Tensor
+            (B, C, X, Y, Z) softmax logits, C = K + 1 with channel 0 the background.
+        target : torch.Tensor
+            (B, 1, X, Y, Z) integer labels 0..K.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar float32 loss; the Dice sums over the batch as one volume.
+        """
         logits = logits.float()
         labels = target[:, 0].long()
         ce = F.cross_entropy(logits, labels)
@@ -42,6 +56,20 @@ class DiceBCELoss(nn.Module):
     """Multi-label masks: binary cross-entropy with logits + (1 - soft sigmoid Dice), as SuPreM pretrained."""
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy with logits + (1 - soft sigmoid Dice over all channels), computed in float32.
+
+        Parameters
+        ----------
+        logits : torch.Tensor
+            (B, K, X, Y, Z) one independent logit per class.
+        target : torch.Tensor
+            (B, K, X, Y, Z) binary masks (they may overlap).
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar float32 loss; the Dice sums over the batch as one volume.
+        """
         logits = logits.float()
         target = target.to(logits.dtype)
         bce = F.binary_cross_entropy_with_logits(logits, target)
@@ -49,6 +77,7 @@ class DiceBCELoss(nn.Module):
 
 
 def make_loss(multilabel: bool) -> nn.Module:
+    """:class:`DiceBCELoss` for a multi-label plan, else :class:`DiceCELoss`."""
     return DiceBCELoss() if multilabel else DiceCELoss()
 
 

@@ -24,6 +24,7 @@ class TrainingPrecision:
     reason: str                          # one line for the training log
 
     def describe(self) -> str:
+        """One line for the training log, e.g. ``"bfloat16 autocast (<reason>)"``."""
         name = {torch.bfloat16: "bfloat16 autocast", torch.float16: "float16 autocast with a gradient scaler",
                 None: "float32"}[self.autocast]
         return f"{name} ({self.reason})"

@@ -26,6 +26,7 @@ class RunLog:
 
     @property
     def writes(self) -> bool:
+        """Whether this log writes files (it has a folder; ranks other than 0 get none)."""
         return self.folder is not None
 
     def line(self, text: str) -> None:
@@ -40,6 +41,7 @@ class RunLog:
             print(text, file=sys.stderr, flush=True)
 
     def restore(self, history: list[dict]) -> None:
+        """Replace the epoch history (on resume) and, when writing, rewrite metrics.jsonl and progress.png from it."""
         self.history = [dict(h) for h in history]
         if self.writes:
             atomic_write_text(self.folder / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in self.history))
@@ -55,6 +57,9 @@ class RunLog:
         self.plot()
 
     def plot(self) -> None:
+        """Draw loss, pseudo-Dice and learning rate per epoch into progress.png in the folder (nothing without
+        history).
+        """
         if not self.history:
             return
         import matplotlib

@@ -23,6 +23,24 @@ RECIPES = {
 
 
 def make_optimizer(name: str, params: Iterable, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The optimiser of a recipe.
+
+    Parameters
+    ----------
+    name : str
+        ``"adamw"`` (AdamW) or ``"sgd"`` (SGD, momentum 0.99, Nesterov).
+    params : iterable
+        Parameters (or parameter groups) to optimise.
+    lr : float
+        Base learning rate.
+    weight_decay : float
+        Weight decay.
+
+    Raises
+    ------
+    SupremError
+        For another name.
+    """
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
@@ -61,16 +79,22 @@ class LRSchedule:
             group["lr"] = lr
 
     def current_lr(self) -> float:
+        """The learning rate at the current step: ``base_lr * lr_factor(kind, last_step, total_steps,
+        warmup_steps)``.
+        """
         return self.base_lr * lr_factor(self.kind, self.last_step, self.total_steps, self.warmup_steps)
 
     def step(self) -> None:
+        """Advance one step and set every parameter group's lr."""
         self.last_step += 1
         self._apply()
 
     def state_dict(self) -> dict:
+        """The step counter and the settings, for the checkpoint."""
         return {"last_step": self.last_step, "kind": self.kind, "base_lr": self.base_lr,
                 "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume at the saved step and set the lr; only ``last_step`` is read, the settings stay this schedule's."""
         self.last_step = int(state["last_step"])
         self._apply()

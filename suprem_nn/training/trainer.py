@@ -42,6 +42,24 @@ from .splits import cases_for_fold
 
 
 def pick_device(name: str, local_rank: int) -> torch.device:
+    """The torch device of this process.
+
+    Parameters
+    ----------
+    name : str
+        ``"auto"`` (CUDA if torch sees a GPU, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    local_rank : int
+        This process's rank on its node, added to the CUDA index (``cuda:N`` -> GPU ``N + local_rank``).
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    SupremError
+        For an unknown name, CUDA without a CUDA GPU, or a GPU index this node does not have.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -73,6 +91,18 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
+        """Prepare the run: plan, preprocessed cases, device and process group, fold split, fold folder, network
+        (SuPreM initialisation or from scratch), loss, optimiser, schedule, precision and the patch samplers; resume
+        from
+        the last checkpoint with ``continue_training`` (or after a torchrun restart), else write the run's config.
+
+        Raises
+        ------
+        SupremError
+            If the plan has no preprocessed cases, the fold folder already has checkpoints without
+            ``continue_training``,
+            ``pretrained`` names another backbone than the plan's, or the ranks resumed different checkpoints.
+        """
         from ..planning import find_plan
         from ..preprocessing.cache import PreprocessedCache
 
