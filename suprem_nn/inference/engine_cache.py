@@ -92,6 +92,7 @@ def cache_key(fingerprint: str, input_shape: Sequence[int], precision: str, engi
 
 
 def key_name(key: dict) -> str:
+    """Entry file name of a :func:`cache_key` dict: the first 32 hex digits of the SHA-256 of its sorted-key JSON."""
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 

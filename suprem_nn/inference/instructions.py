@@ -45,6 +45,7 @@ class InferenceInstructions:
 
     @property
     def name(self) -> str:
+        """The member plans joined by ``" + "`` (one plan, or an ensemble)."""
         return " + ".join(m.plan for m in self.members)
 
     def describe(self) -> str:
@@ -56,6 +57,9 @@ class InferenceInstructions:
         return f"{kind}{members}; largest component kept for: {pp}{cv} (from {self.path})"
 
     def to_json(self) -> dict:
+        """The ``inference_instructions.json`` content (format version included; ``cv_dice`` and ``path`` are not
+        written).
+        """
         return {"format_version": FORMAT_VERSION, "dataset": self.dataset, "activation": self.activation,
                 "members": [{"plan": m.plan, "folds": list(m.folds)} for m in self.members],
                 "postprocessing": {"largest_component": list(self.largest_component)},
@@ -63,6 +67,9 @@ class InferenceInstructions:
 
 
 def instructions_path(dataset: str) -> Path:
+    """``<results>/<dataset folder>/inference_instructions.json`` of ``dataset`` (a name or id; the file need not
+    exist).
+    """
     return dataset_folder(results_root(), dataset) / INSTRUCTIONS_FILE
 
 

@@ -145,6 +145,23 @@ class OpenVINONetwork(nn.Module):
         self.precision = precision
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of (B, C, *patch) windows, run one window at a time.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, C, X, Y, Z) windows of the compiled shape (B free); sent to the CPU as float32.
+
+        Returns
+        -------
+        torch.Tensor
+            float CPU tensor (B, K, X, Y, Z) of raw logits, in the compiled model's output dtype.
+
+        Raises
+        ------
+        ValueError
+            If the window shape differs from the compiled one.
+        """
         if x.dim() != len(self.input_shape) or tuple(x.shape[1:]) != self.input_shape[1:]:
             raise ValueError(f"this OpenVINO model was compiled for windows of shape {self.input_shape[1:]}, "
                              f"got {tuple(x.shape)}")
@@ -158,4 +175,5 @@ class OpenVINONetwork(nn.Module):
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     def extra_repr(self) -> str:
+        """``input_shape=..., precision=...`` for the module's repr."""
         return f"input_shape={self.input_shape}, precision={self.precision}"

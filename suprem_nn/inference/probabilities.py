@@ -42,6 +42,7 @@ class CaseProbabilities:
 
     @property
     def geometry(self) -> Geometry:
+        """The original image's geometry (shape in voxels, spacing in mm, LPS origin and direction)."""
         return self.props.original_geometry
 
     def on_original_grid(self) -> np.ndarray:

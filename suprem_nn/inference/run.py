@@ -50,6 +50,7 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
+        """True when no case failed."""
         return not self.failures
 
 

@@ -35,6 +35,22 @@ class Segmentation:
     @classmethod
     def from_probabilities(cls, probabilities: np.ndarray, activation: str, class_names, label_values
                            ) -> "Segmentation":
+        """The segmentation of per-class probabilities.
+
+        Parameters
+        ----------
+        probabilities : np.ndarray
+            ``(C, i, j, k)``: softmax with background as channel 0, or one sigmoid channel per class.
+        activation : str
+            ``"softmax"`` (argmax over channels -> int16 ``index``) or ``"sigmoid"`` (``> 0.5`` -> bool ``masks``).
+        class_names, label_values : sequence
+            The predicted classes (without background) and the label value of each.
+
+        Raises
+        ------
+        ValueError
+            For another activation.
+        """
         if activation == SOFTMAX:
             return cls(list(class_names), list(label_values), index=np.argmax(probabilities, axis=0).astype(np.int16))
         if activation == SIGMOID:
@@ -43,6 +59,7 @@ class Segmentation:
 
     @property
     def multilabel(self) -> bool:
+        """True for multi-label ``masks``, False for an exclusive ``index``."""
         return self.masks is not None
 
     def mask(self, c: int) -> np.ndarray:

@@ -65,4 +65,5 @@ def write_preview(result: PredictionResult, image: np.ndarray, path: Path) -> No
 
 
 def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically; values JSON cannot hold (paths, numpy scalars) become ``str``."""
     atomic_write_json(path, json.loads(json.dumps(obj, default=str)))

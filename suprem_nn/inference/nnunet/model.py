@@ -87,11 +87,13 @@ class NnunetModel:
 
     @property
     def num_inputs(self) -> int:
+        """Image channels the model expects: entries of dataset.json's ``channel_names`` (or ``modality``)."""
         names = self.dataset_json.get("channel_names", self.dataset_json.get("modality", {}))
         return len(names)
 
 
 def is_nnunet_model_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds nnU-Net's ``plans.json`` and ``dataset.json``."""
     folder = Path(folder)
     return (folder / "plans.json").is_file() and (folder / "dataset.json").is_file()
 

@@ -116,10 +116,48 @@ class NnunetPredictor(StagedPrediction):
     @classmethod
     def from_folder(cls, folder: str | Path, folds: Sequence = (0, 1, 2, 3, 4),
                     checkpoint_name: str = FINAL_CHECKPOINT, **kw) -> "NnunetPredictor":
+        """A predictor for an nnU-Net v2 model folder (:func:`load_nnunet_model`); ``kw`` go to the constructor.
+
+        Parameters
+        ----------
+        folder : str or Path
+            ``<trainer>__<plans>__<configuration>`` folder of nnU-Net results.
+        folds : sequence
+            Folds to average; empty: every ``fold_*`` holding ``checkpoint_name``.
+        checkpoint_name : str
+            Checkpoint file name inside each fold folder.
+
+        Raises
+        ------
+        NnunetModelError
+            If the folder, its JSON files or a fold's checkpoint cannot be read as an nnU-Net model.
+        """
         return cls(load_nnunet_model(folder, folds, checkpoint_name), **kw)
 
     # ------------------------------------------------------------------ stages
     def prepare(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PreparedCase:
+        """Preprocess one case as nnU-Net does (transpose, crop, resample, normalise).
+
+        Parameters
+        ----------
+        images : sequence of np.ndarray
+            One ``[i, j, k]`` array per image channel, in file voxel order.
+        geometry : Geometry
+            The images' geometry (spacing in mm).
+        case_id : str
+            For messages and the case's properties.
+
+        Returns
+        -------
+        PreparedCase
+            ``data`` float32 (C, x, y, z) in network space, the properties to go back, and ``timings["preprocess"]`` in
+            seconds.
+
+        Raises
+        ------
+        SupremError
+            If the number of images differs from the model's input channels.
+        """
         if len(images) != self.model.num_inputs:
             raise SupremError(f"case '{case_id}' has {len(images)} image channel(s), the model expects "
                               f"{self.model.num_inputs}")

@@ -40,6 +40,7 @@ class NnunetCaseProperties:
     shape_after_resampling: list[int]
 
     def to_json(self) -> dict:
+        """The fields as a dict (already JSON-ready lists)."""
         return dict(self.__dict__)
 
 
@@ -194,6 +195,10 @@ class NnunetPreprocessor:
 
     # ------------------------------------------------------------------ backward
     def separate_axis_for_input_grid(self, props: NnunetCaseProperties) -> Optional[int]:
+        """The network axis to resample separately (order_z) when taking probabilities back from the target spacing
+        to the case's spacing, or None: :func:`separate_z_axis` with the configuration's probability-resampling
+        settings.
+        """
         kw = self.prob_kwargs
         return separate_z_axis(kw["force"], self.spacing, props.spacing_net, kw["threshold"])
 
