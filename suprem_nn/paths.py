@@ -25,14 +25,17 @@ def _root(env: str, sub: str) -> Path:
 
 
 def raw_root() -> Path:
+    """Root of the raw datasets: ``$SUPREM_RAW``, else ``~/suprem_nn_data/raw`` (``~`` expanded)."""
     return _root("SUPREM_RAW", "raw")
 
 
 def preprocessed_root() -> Path:
+    """Root of the preprocessed caches: ``$SUPREM_PREPROCESSED``, else ``~/suprem_nn_data/preprocessed``."""
     return _root("SUPREM_PREPROCESSED", "preprocessed")
 
 
 def results_root() -> Path:
+    """Root of the trained models: ``$SUPREM_RESULTS``, else ``~/suprem_nn_data/results`` (``~`` expanded)."""
     return _root("SUPREM_RESULTS", "results")
 
 

@@ -86,6 +86,7 @@ class DemoResult:
     quick: bool = False
 
     def to_json(self) -> dict:
+        """The fields as a dict with paths as strings."""
         d = asdict(self)
         for k in ("out", "progress_png", "summary_json"):
             d[k] = str(d[k])
@@ -94,6 +95,7 @@ class DemoResult:
 
 
 def default_output_folder() -> Path:
+    """``~/suprem_nn_data/demo``, expanded."""
     return Path("~/suprem_nn_data/demo").expanduser()
 
 
@@ -315,6 +317,20 @@ EPOCH_OVERHEAD = 1.9
 
 
 def estimated_training_seconds(s: DemoSettings, step_seconds: float, epochs: int) -> float:
+    """Estimated seconds of ``epochs`` demo epochs.
+
+    Each epoch: ``iterations_per_epoch`` training steps plus a third of a step per validation iteration, all
+    times :data:`EPOCH_OVERHEAD` for data loading, augmentation and checkpoints.
+
+    Parameters
+    ----------
+    s : DemoSettings
+        Iterations per epoch and validation iterations.
+    step_seconds : float
+        Seconds of one training step (:func:`measure_training_step`).
+    epochs : int
+        Number of epochs.
+    """
     return epochs * step_seconds * (s.iterations_per_epoch + s.val_iterations / 3) * EPOCH_OVERHEAD
 
 
