@@ -22,7 +22,30 @@ def array_case(image: np.ndarray, spacing: Sequence[float], origin: Sequence[flo
                direction: Optional[Sequence[float]] = None, num_inputs: int = 1) -> tuple[list[np.ndarray], Geometry]:
     """``(one (i, j, k) array per channel, geometry)`` from an ``(i, j, k)`` or ``(C, i, j, k)`` array.
 
-    Raises :class:`SupremError` for a wrong number of axes or channels, or an impossible spacing or direction.
+    Parameters
+    ----------
+    image : np.ndarray
+        ``[i, j, k]`` in file voxel order, or channels first ``(C, i, j, k)``.
+    spacing : sequence of float
+        Voxel size along i, j, k in mm.
+    origin : sequence of float
+        LPS world position of voxel (0, 0, 0) in mm.
+    direction : sequence of float, optional
+        9 values of the 3x3 direction matrix, row-major (column a: LPS unit vector of axis a); default identity.
+    num_inputs : int
+        Channels the model expects.
+
+    Returns
+    -------
+    channels : list of np.ndarray
+        One ``(i, j, k)`` array per channel (``image`` itself or views of it, not copies).
+    geometry : Geometry
+
+    Raises
+    ------
+    SupremError
+        For a wrong number of axes or channels, a spacing that is not 3 positive finite sizes, a wrong number of
+        origin or direction values, or a direction matrix that is not orthonormal.
     """
     image = np.asarray(image)
     if image.ndim == 3:
@@ -66,7 +89,19 @@ def from_sitk(image) -> tuple[list[np.ndarray], Geometry]:
 
 
 def to_sitk(array: np.ndarray, geometry: Geometry):
-    """A SimpleITK image of an ``(i, j, k)`` array on ``geometry``."""
+    """A SimpleITK image of an ``(i, j, k)`` array on ``geometry``.
+
+    Parameters
+    ----------
+    array : np.ndarray
+        ``[i, j, k]`` in file voxel order (SimpleITK's own array order is ``(k, j, i)``; transposed here).
+    geometry : Geometry
+        Spacing (mm), LPS origin (mm) and direction written to the image.
+
+    Returns
+    -------
+    SimpleITK.Image
+    """
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0))))

@@ -69,7 +69,22 @@ class StagedPrediction:
     :func:`~suprem_nn.inference.run_prediction` also calls one by one to overlap cases."""
 
     def predict_case(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PredictionResult:
-        """One case from raw arrays (one ``(i, j, k)`` array per channel) to the original-grid prediction."""
+        """One case from raw arrays to the original-grid prediction: ``prepare``, ``network_pass``, ``to_input_grid``.
+
+        Parameters
+        ----------
+        images : sequence of np.ndarray
+            One ``[i, j, k]`` array per image channel, in file voxel order (CT in HU).
+        geometry : Geometry
+            The images' grid: spacing in mm, LPS origin and direction.
+        case_id : str
+            For messages.
+
+        Returns
+        -------
+        PredictionResult
+            Label map on the input's grid; ``timings["network"]`` holds the network pass in seconds.
+        """
         case = self.prepare(images, geometry, case_id)
         t0 = time.perf_counter()
         values = self.network_pass(case)
@@ -239,7 +254,28 @@ class Predictor(StagedPrediction):
 
     # ------------------------------------------------------------------ stages
     def prepare(self, images: Sequence[np.ndarray], geometry: Geometry, case_id: str = "") -> PreparedCase:
-        """Preprocess one case into network space (CPU; safe to run in a background thread)."""
+        """Preprocess one case into network space (CPU; safe to run in a background thread).
+
+        Parameters
+        ----------
+        images : sequence of np.ndarray
+            One ``[i, j, k]`` array per image channel, in file voxel order (CT in HU).
+        geometry : Geometry
+            The images' grid (spacing in mm, LPS origin and direction).
+        case_id : str
+            For messages.
+
+        Returns
+        -------
+        PreparedCase
+            float32 ``(C, x, y, z)`` network-space data, the properties to go back, ``timings["preprocess"]`` in
+            seconds.
+
+        Raises
+        ------
+        SupremError
+            If the number of images differs from the plan's input channels.
+        """
         from ..preprocessing import preprocess_images
 
         if len(images) != self.plan.num_inputs:
@@ -273,6 +309,23 @@ class Predictor(StagedPrediction):
 
         ``keep_masks`` False skips multi-label plans' full-size per-class masks (K x the original grid, needed
         for per-class files and statistics, where overlaps count) and returns only the combined label map.
+
+        Parameters
+        ----------
+        case : PreparedCase
+            The case from :meth:`prepare`.
+        probs : torch.Tensor
+            ``(K', x, y, z)`` from :meth:`network_pass`: softmax with background first, or sigmoid per class (only the
+            selected classes when a subset was kept).
+        keep_masks : bool
+            Return the multi-label masks (uint8 ``(K, i, j, k)``).
+
+        Returns
+        -------
+        PredictionResult
+            ``label_map`` ``[i, j, k]`` (uint8, or uint16 for label values from 256) on ``case.geometry``; exclusive
+            plans take the argmax (ties go to the lower class), multi-label plans threshold at 0.5 and the highest
+            class index wins where masks overlap. ``timings["export"]`` in seconds.
         """
         t0 = time.perf_counter()
         plan = self.plan
@@ -357,7 +410,15 @@ def _settings(settings, options: dict):
 
 
 def keep_largest_component_per_label(label_map: np.ndarray, values) -> None:
-    """In place: for each label value, clear every voxel outside its largest 26-connected component."""
+    """In place: for each label value, clear every voxel outside its largest 26-connected component.
+
+    Parameters
+    ----------
+    label_map : np.ndarray
+        Integer ``[i, j, k]`` label map, modified in place (cleared voxels become 0).
+    values : iterable of int
+        Label values to process; absent ones are skipped.
+    """
     for v in values:
         m = label_map == v
         if m.any():
@@ -365,7 +426,10 @@ def keep_largest_component_per_label(label_map: np.ndarray, values) -> None:
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a binary (i, j, k) mask, as uint8."""
+    """The largest 26-connected component of a binary mask, as uint8 0/1 of the same shape.
+
+    An empty mask or one with a single component comes back unchanged (as uint8).
+    """
     import cc3d
 
     if not mask.any():

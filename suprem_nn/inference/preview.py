@@ -235,7 +235,22 @@ def render_preview(image: np.ndarray, geometry: Geometry, label_map: Optional[np
 
 
 def write_preview_png(path: Path, image: np.ndarray, geometry: Geometry, **kwargs) -> Preview:
-    """:func:`render_preview` (same keyword arguments) and write its PNG to ``path`` atomically."""
+    """:func:`render_preview` (same keyword arguments) and write its PNG to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG file.
+    image : np.ndarray
+        ``[i, j, k]`` image in file voxel order (CT in HU).
+    geometry : Geometry
+        Its grid (spacing in mm, LPS direction), which sets the orientation letters and aspect.
+
+    Returns
+    -------
+    Preview
+        What :func:`render_preview` returned.
+    """
     preview = render_preview(image, geometry, **kwargs)
     atomic_write_bytes(Path(path), preview.png)
     return preview

@@ -66,7 +66,26 @@ class CaseProbabilities:
 
 def write_probabilities(stem: str | Path, probabilities: np.ndarray, class_names: Sequence[str],
                         label_values: Sequence[int], props: CaseProperties, plan: Plan) -> tuple[Path, Path]:
-    """Write ``<stem>.npz`` and ``<stem>.json`` atomically (the .json last); returns both paths."""
+    """Write ``<stem>.npz`` and ``<stem>.json`` atomically (the .json last); returns both paths.
+
+    Parameters
+    ----------
+    stem : str or Path
+        Path without suffix, e.g. ``<output>/<case>``.
+    probabilities : np.ndarray
+        ``(C, x, y, z)`` in network space; stored as float16 under ``probabilities`` with ``class_names``.
+    class_names, label_values : sequence
+        Classes of the channels (without background) and their label values.
+    props : CaseProperties
+        How network space maps back to the original grid (stored in the .json).
+    plan : Plan
+        Stored in the .json; its ``multilabel`` sets ``activation`` (``"sigmoid"`` or ``"softmax"``).
+
+    Returns
+    -------
+    tuple of Path
+        ``(<stem>.npz, <stem>.json)``.
+    """
     stem = Path(stem)
     buf = io.BytesIO()
     np.savez_compressed(buf, probabilities=np.asarray(probabilities, dtype=np.float16),

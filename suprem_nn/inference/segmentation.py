@@ -95,7 +95,18 @@ class Segmentation:
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """Bool mask of the largest 26-connected component of ``mask``, computed inside its bounding box only
-    (a small organ in a large CT costs only its box)."""
+    (a small organ in a large CT costs only its box).
+
+    Parameters
+    ----------
+    mask : np.ndarray
+        Bool or numeric ``[i, j, k]`` mask (nonzero = inside).
+
+    Returns
+    -------
+    np.ndarray
+        Bool, same shape; all False for an empty mask.
+    """
     from scipy import ndimage
 
     boxes = ndimage.find_objects(mask.view(np.uint8) if mask.dtype == np.bool_ else (mask > 0).view(np.uint8),

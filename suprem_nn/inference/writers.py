@@ -17,7 +17,21 @@ from .probabilities import write_probabilities
 
 def write_case(result: PredictionResult, case: PredictionCase, per_class: bool, save_probabilities: bool,
                preview_image: np.ndarray | None = None) -> None:
-    """Write everything for ``case``; the label map goes last, so its presence means the case is complete."""
+    """Write everything for ``case``; the label map goes last, so its presence means the case is complete.
+
+    Parameters
+    ----------
+    result : PredictionResult
+        The prediction on the input's grid.
+    case : PredictionCase
+        Output paths; AbdomenAtlas cases always get per-class masks.
+    per_class : bool
+        Also write ``<segmentation folder>/<class>.nii.gz`` uint8 masks.
+    save_probabilities : bool
+        Also write ``<case>.npz`` + ``<case>.json`` beside the output (network-space probabilities).
+    preview_image : np.ndarray, optional
+        ``[i, j, k]`` image for ``<case>_preview.png``; none written without it.
+    """
     geometry = result.geometry
     if per_class or case.atlas:
         seg_dir = case.segmentation_folder()
@@ -46,7 +60,20 @@ def write_case(result: PredictionResult, case: PredictionCase, per_class: bool, 
 
 
 def case_statistics(result: PredictionResult, image: np.ndarray) -> dict:
-    """Volume (ml) and mean intensity (HU for CT) of every output class on the original grid."""
+    """Volume (ml) and mean intensity (HU for CT) of every output class on the original grid.
+
+    Parameters
+    ----------
+    result : PredictionResult
+        Its masks (multi-label) or label map, and the spacing in mm.
+    image : np.ndarray
+        ``[i, j, k]`` image on the same grid.
+
+    Returns
+    -------
+    dict
+        ``{class: {"volume_ml", "voxels", "mean_intensity"}}``; ``mean_intensity`` is None for an empty class.
+    """
     voxel_ml = float(np.prod(result.geometry.spacing)) / 1000.0
     stats = {}
     for c, name in enumerate(result.class_names):
@@ -59,7 +86,17 @@ def case_statistics(result: PredictionResult, image: np.ndarray) -> dict:
 
 def write_preview(result: PredictionResult, image: np.ndarray, path: Path) -> None:
     """``<case>_preview.png``: the radiological-convention preview of :mod:`suprem_nn.inference.preview`
-    (orientation letters, legend of the classes shown, slices chosen by the prediction), written atomically."""
+    (orientation letters, legend of the classes shown, slices chosen by the prediction), written atomically.
+
+    Parameters
+    ----------
+    result : PredictionResult
+        Label map or masks, class names and values, geometry.
+    image : np.ndarray
+        ``[i, j, k]`` image on ``result.geometry`` (CT in HU).
+    path : Path
+        The PNG file.
+    """
     write_preview_png(path, image, result.geometry, label_map=result.label_map, class_names=result.class_names,
                       class_values=result.class_values, masks=result.masks, title=result.case_id)
 
