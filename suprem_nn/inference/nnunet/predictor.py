@@ -184,7 +184,24 @@ class NnunetPredictor(StagedPrediction):
 
     def to_input_grid(self, case: PreparedCase, logits: torch.Tensor, keep_masks: bool = True) -> PredictionResult:
         """Logits in network space -> label map on the file's grid (nnU-Net's export rules). nnU-Net's outputs
-        are one exclusive label map (regions included), so there are no separate masks to keep."""
+        are one exclusive label map (regions included), so there are no separate masks to keep.
+
+        Parameters
+        ----------
+        case : PreparedCase
+            The case from :meth:`prepare`.
+        logits : torch.Tensor
+            CPU ``(K, x, y, z)`` logits from :meth:`network_pass`.
+        keep_masks : bool
+            Ignored (kept for the :class:`StagedPrediction` signature).
+
+        Returns
+        -------
+        PredictionResult
+            ``label_map`` ``[i, j, k]`` on ``case.geometry``: the argmax of the resampled logits (ties keep the lower
+            label), or for region models each region where its logit > 0 in ``regions_class_order``; 0 outside the
+            crop box. With ``keep_probabilities``, float16 softmax (sigmoid for regions) in network space.
+        """
         t0 = time.perf_counter()
         props, labels = case.props, self.model.labels
         axis = self.prep.separate_axis_for_input_grid(props)

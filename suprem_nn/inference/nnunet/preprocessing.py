@@ -70,6 +70,20 @@ def resize_like_skimage(image: np.ndarray, shape: Sequence[int], order: int) -> 
 
     That is ``scipy.ndimage.zoom`` with grid_mode=True, edge extension, and the output clipped to the
     input's range (skimage's default ``clip=True``, which matters for order 3 overshoot).
+
+    Parameters
+    ----------
+    image : np.ndarray
+        Array of any number of axes (voxel values).
+    shape : sequence of int
+        Output shape in voxels, one size per axis of ``image``.
+    order : int
+        Spline order (0 nearest, 1 linear, 3 cubic).
+
+    Returns
+    -------
+    np.ndarray
+        float64 array of ``shape``.
     """
     image = np.asarray(image, dtype=np.float64)
     zoom = [1.0 / (i / o) for i, o in zip(image.shape, shape)]
@@ -81,7 +95,26 @@ def resize_like_skimage(image: np.ndarray, shape: Sequence[int], order: int) -> 
 
 def resample_like_nnunet(data: np.ndarray, new_shape: Sequence[int], order: int, order_z: int,
                          axis: Optional[int]) -> np.ndarray:
-    """nnU-Net's ``resample_data_or_seg`` for intensities: (C, a, b, c) -> (C, *new_shape) float32."""
+    """nnU-Net's ``resample_data_or_seg`` for intensities: (C, a, b, c) -> (C, *new_shape) float32.
+
+    Parameters
+    ----------
+    data : np.ndarray
+        Channels-first ``(C, a, b, c)`` in network axis order; returned unchanged when already ``new_shape``.
+    new_shape : sequence of int
+        Output spatial shape in voxels.
+    order : int
+        Spline order in-plane (or in 3-D when ``axis`` is None).
+    order_z : int
+        Order along ``axis``; only 0 (nearest) is supported.
+    axis : int or None
+        Spatial axis (0..2) resampled separately (each slice in-plane, then nearest along it), or None for 3-D.
+
+    Raises
+    ------
+    SupremError
+        If ``axis`` must change size and ``order_z`` is not 0.
+    """
     new_shape = [int(s) for s in new_shape]
     if list(data.shape[1:]) == new_shape:
         return data
@@ -147,7 +180,27 @@ class NnunetPreprocessor:
     # ------------------------------------------------------------------ forward
     def preprocess(self, images: Sequence[np.ndarray], geometry: Geometry,
                    case_id: str = "") -> tuple[np.ndarray, NnunetCaseProperties]:
-        """Raw ``(i, j, k)`` channel arrays -> ``(C, x, y, z)`` float32 in network space, and the properties."""
+        """Raw ``(i, j, k)`` channel arrays -> ``(C, x, y, z)`` float32 in network space, and the properties.
+
+        Transposes by ``transpose_forward``, crops to the nonzero box, normalises each channel by its scheme and
+        resamples to the configuration's spacing, as nnU-Net v2 does.
+
+        Parameters
+        ----------
+        images : sequence of np.ndarray
+            One ``[i, j, k]`` array per channel, in file voxel order.
+        geometry : Geometry
+            Their grid; only the spacing (mm) is used.
+        case_id : str
+            Stored in the properties.
+
+        Returns
+        -------
+        data : np.ndarray
+            float32 ``(C, x, y, z)`` at the configuration's spacing.
+        props : NnunetCaseProperties
+            Permutation, spacing, crop box and shapes, to go back to the file's grid.
+        """
         perm = self.permutation
         data = np.stack([np.asarray(im, dtype=np.float32) for im in images]).transpose(0, *[p + 1 for p in perm])
         spacing = [float(geometry.spacing[p]) for p in perm]
@@ -203,5 +256,7 @@ class NnunetPreprocessor:
         return separate_z_axis(kw["force"], self.spacing, props.spacing_net, kw["threshold"])
 
     def to_file_order(self, array: np.ndarray) -> np.ndarray:
-        """Network-axis ``(x, y, z)`` array on the uncropped grid -> the file's ``(i, j, k)`` order."""
+        """Network-axis ``(x, y, z)`` array on the uncropped grid -> the file's ``[i, j, k]`` order (a contiguous
+        copy).
+        """
         return np.ascontiguousarray(array.transpose(self.inverse))
