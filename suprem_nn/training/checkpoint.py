@@ -66,7 +66,9 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def find_resume_checkpoint(fold_folder: Path) -> Optional[Path]:
-    """The checkpoint ``--continue`` starts from: final if training finished, else latest."""
+    """The checkpoint ``--continue`` starts from: final if training finished, else latest; None when the fold
+    folder has neither.
+    """
     for name in (FINAL_CHECKPOINT, LATEST_CHECKPOINT):
         p = Path(fold_folder) / name
         if p.is_file():

@@ -19,6 +19,20 @@ def soft_dice(probs: torch.Tensor, onehot: torch.Tensor, batch_dice: bool = True
 
     ``batch_dice`` sums over the batch as one volume (nnU-Net's 3D default), which
     keeps a class absent from one patch from dominating the gradient.
+
+    Parameters
+    ----------
+    probs : torch.Tensor
+        (B, C, X, Y, Z) probabilities (softmax or sigmoid).
+    onehot : torch.Tensor
+        Reference of the same shape and dtype, 0/1 per channel.
+    batch_dice : bool
+        Sum over batch and voxels per channel (True) or over voxels per image and channel (False).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: ``(2 * intersection + 1e-5) / (sum of both + 1e-5)``, averaged over the channels (and images).
     """
     axes = (0, *range(2, probs.dim())) if batch_dice else tuple(range(2, probs.dim()))
     intersect = (probs * onehot).sum(axes)
@@ -87,6 +101,21 @@ def dice_counts(logits: torch.Tensor, target: torch.Tensor, multilabel: bool) ->
 
     Summed over every voxel of the batch, so counts from many batches (and many
     ranks) add up to nnU-Net's global "pseudo-Dice" of validation patches.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        (B, C, X, Y, Z) network output.
+    target : torch.Tensor
+        (B, 1, X, Y, Z) integer labels (exclusive) or (B, K, X, Y, Z) binary masks (multi-label).
+    multilabel : bool
+        True: a class is predicted where its logit > 0 (sigmoid > 0.5), K = C. False: argmax over the C softmax
+        channels, K = C - 1 (background channel 0 left out).
+
+    Returns
+    -------
+    torch.Tensor
+        float64 (3, K): rows TP, FP, FN in voxels, on the logits' device.
     """
     if multilabel:
         pred = logits > 0          # sigmoid > 0.5

@@ -28,6 +28,25 @@ def kfold_splits(case_ids: Sequence[str], n_folds: int = NUM_FOLDS, seed: int = 
 
     Fold sizes follow sklearn's KFold: the first ``n % n_folds`` folds get one extra case.
     With fewer cases than folds, there are only ``len(case_ids)`` folds.
+
+    Parameters
+    ----------
+    case_ids : sequence of str
+        The cases to split.
+    n_folds : int
+        Folds wanted.
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    list of dict
+        ``[{"train": [...], "val": [...]}, ...]``, each list in sorted id order.
+
+    Raises
+    ------
+    SupremError
+        With fewer than 2 cases.
     """
     ids = sorted(case_ids)
     if len(ids) < 2:
@@ -50,6 +69,23 @@ def load_or_create_splits(dataset_folder: Path, case_ids: Sequence[str]) -> list
     """Read ``splits_final.json`` from ``dataset_folder``, or write it from ``case_ids`` first.
 
     A user-edited file must only name cases that exist in the cache.
+
+    Parameters
+    ----------
+    dataset_folder : Path
+        The dataset's preprocessed folder holding ``splits_final.json``.
+    case_ids : sequence of str
+        The preprocessed cases.
+
+    Returns
+    -------
+    list of dict
+        ``[{"train": [...], "val": [...]}, ...]`` as stored.
+
+    Raises
+    ------
+    SupremError
+        If the file is not valid JSON, not a list of such objects, or names cases not in ``case_ids``.
     """
     path = Path(dataset_folder) / SPLITS_FILE
     if not path.is_file():
@@ -68,7 +104,22 @@ def load_or_create_splits(dataset_folder: Path, case_ids: Sequence[str]) -> list
 
 
 def cases_for_fold(dataset_folder: Path, case_ids: Sequence[str], fold: Fold) -> tuple[list[str], list[str]]:
-    """(training cases, validation cases) of ``fold``; fold ``"all"`` trains and validates on every case."""
+    """(training cases, validation cases) of ``fold``; fold ``"all"`` trains and validates on every case.
+
+    Parameters
+    ----------
+    dataset_folder : Path
+        Where ``splits_final.json`` is read or created (:func:`load_or_create_splits`).
+    case_ids : sequence of str
+        The preprocessed cases.
+    fold : int or "all"
+        Fold index into the splits, or ``"all"``.
+
+    Raises
+    ------
+    SupremError
+        If the fold is not in the splits, has an empty train or val list, or the splits file is invalid.
+    """
     if fold == "all":
         ids = sorted(case_ids)
         return ids, ids
