@@ -109,6 +109,31 @@ def checkpoint_record(weights: dict, plan: Plan, dataset: str, fold: str | int, 
 
     ``weights`` is the bare network's ``state_dict()``; ``mirror_axes`` the network-space axes the fold was
     trained mirrored over (empty without mirror augmentation).
+
+    Parameters
+    ----------
+    weights : dict
+        The bare network's ``state_dict()``.
+    plan : Plan
+        Gives the network name, input and output channel counts and plan name.
+    dataset : str
+        Dataset name stored with the weights.
+    fold : str or int
+        The fold (stored as a string).
+    epoch : int
+        Completed epochs.
+    final : bool
+        Whether training finished.
+    mirror_axes : sequence of int
+        Network-space axes (0, 1, 2 = x, y, z) the fold was trained mirrored over.
+    training_state : dict
+        Optimiser, schedule, RNG and log state; merged in after the fixed keys (a clashing name would replace
+        them), before the mirror axes.
+
+    Returns
+    -------
+    dict
+        Tensors, numbers, strings and lists only (``weights_only``-loadable).
     """
     return {WEIGHTS_KEY: weights, NETWORK_KEY: plan.network, "num_inputs": plan.num_inputs,
             "num_outputs": plan.num_outputs, "epoch": epoch, "plan_name": plan.plan_name, "dataset": dataset,
@@ -127,7 +152,17 @@ def write_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
 def read_checkpoint(path: str | Path, error: type = ModelError) -> dict:
     """The checkpoint dict at ``path``, loaded with ``weights_only=True`` on the CPU.
 
-    Raises ``error`` naming the file when it is missing, refused (pickled code) or broken.
+    Parameters
+    ----------
+    path : str or Path
+        The ``.pth`` file.
+    error : type
+        The :class:`~suprem_nn.errors.SupremError` subclass raised on failure.
+
+    Raises
+    ------
+    error
+        Naming the file when it is missing, refused (pickled code) or broken.
     """
     from .utils.safe_load import load_weights_only
 
@@ -141,8 +176,29 @@ def load_fold(model_folder: str | Path, plan: Plan, fold: str | int,
               checkpoint_name: str = FINAL_CHECKPOINT) -> tuple[dict, Any]:
     """The checkpoint dict of ``fold_<fold>/<checkpoint_name>`` and its eval-mode CPU network built from ``plan``.
 
-    Every problem a user can cause (missing fold, foreign or broken file, weights of another network) is a
-    :class:`ModelError` naming the file.
+    Parameters
+    ----------
+    model_folder : str or Path
+        ``<results>/<dataset>/<plan>``.
+    plan : Plan
+        The folder's plan; builds the network (name, channels, network kwargs).
+    fold : str or int
+        Fold number or ``"all"``.
+    checkpoint_name : str
+        File name inside the fold folder.
+
+    Returns
+    -------
+    checkpoint : dict
+        As stored.
+    network : torch.nn.Module
+        On the CPU, in eval mode, with the checkpoint's weights.
+
+    Raises
+    ------
+    ModelError
+        Naming the file, for every problem a user can cause: missing fold, foreign or broken file, a checkpoint of
+        another network, or weights that do not fit the planned network.
     """
     from .networks import build_network
 
@@ -172,8 +228,15 @@ def trained_mirror_axes(plan: Plan, checkpoint: dict) -> list[int]:
 
 
 def read_plan(model_folder: str | Path) -> Plan:
-    """The model folder's ``plans.json``: :class:`ModelError` without the folder, a ``PlanError`` naming the file
-    when it is missing or invalid."""
+    """The model folder's ``plans.json``.
+
+    Raises
+    ------
+    ModelError
+        If the folder does not exist.
+    PlanError
+        Naming the file when ``plans.json`` is missing or invalid.
+    """
     folder = Path(model_folder)
     if not folder.is_dir():
         raise ModelError("model folder not found", folder)
@@ -186,6 +249,27 @@ def load_trained_model(model_folder: str | Path, folds: Optional[Sequence[str | 
 
     ``folds`` empty or None: every fold that holds ``checkpoint_name``. Mirroring axes are those all loaded
     folds allow (see the module docstring).
+
+    Parameters
+    ----------
+    model_folder : str or Path
+        ``<results>/<dataset>/<plan>``.
+    folds : sequence of str or int, optional
+        Folds to load (default fold 0).
+    checkpoint_name : str
+        Checkpoint file name inside each fold folder.
+
+    Returns
+    -------
+    TrainedModel
+        Eval-mode CPU networks in the order of ``folds``, and the network-space mirror axes every fold allows.
+
+    Raises
+    ------
+    ModelError
+        If no fold holds ``checkpoint_name`` (with ``folds`` empty) or a fold cannot be loaded (:func:`load_fold`).
+    PlanError
+        If ``plans.json`` is missing or invalid.
     """
     folder = Path(model_folder)
     plan = read_plan(folder)
