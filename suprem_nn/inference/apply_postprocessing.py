@@ -52,7 +52,32 @@ def find_label_maps(folder: str | Path) -> dict[str, Path]:
 
 def postprocess_folder(input: str | Path, output: str | Path, label_values: Sequence[int], overwrite: bool = False,
                        progress: bool = True) -> PostprocessSummary:
-    """Write every label map of ``input`` to ``output`` with ``label_values`` reduced to their largest component."""
+    """Write every label map of ``input`` to ``output`` with ``label_values`` reduced to their largest component.
+
+    Parameters
+    ----------
+    input : str or Path
+        Folder of ``<case>.nii.gz`` label maps or ``<CASE>/combined_labels.nii.gz``; never modified.
+    output : str or Path
+        Output folder (must differ from ``input``); the same relative paths, each input's header kept.
+    label_values : sequence of int
+        Labels that keep only their largest 26-connected component (the rest of each becomes 0).
+    overwrite : bool
+        Redo outputs that exist; without it they are skipped.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    PostprocessSummary
+        Relative paths written (``cases``) and skipped (``skipped``).
+
+    Raises
+    ------
+    SupremError
+        If input and output are the same folder, the input holds no label map, or a file holds non-integer or
+        negative values.
+    """
     from ..utils.progress import track
 
     inp, out = Path(input), Path(output)
@@ -87,7 +112,22 @@ def _label_dtype(arr: np.ndarray) -> type:
 
 def values_for_classes(names: Sequence[str], class_names: Sequence[str], label_values: Sequence[int],
                        where: Optional[Path] = None) -> list[int]:
-    """Label values of ``names`` given the class list of an instructions file or plan."""
+    """Label values of ``names`` given the class list of an instructions file or plan.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Classes to look up.
+    class_names, label_values : sequence
+        The class list and the label value of each class.
+    where : Path, optional
+        File named in the error.
+
+    Raises
+    ------
+    SupremError
+        If a name is not in ``class_names``.
+    """
     unknown = [n for n in names if n not in class_names]
     if unknown:
         raise SupremError(f"unknown classes {unknown} (known: {', '.join(class_names)})", where)

@@ -63,7 +63,23 @@ def compute_steps(size: int, patch: int, step_size: float) -> list[int]:
 
 def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = 0.125,
                             device: str | torch.device = "cpu") -> torch.Tensor:
-    """Separable Gaussian weights of shape ``patch_size`` (max 1, strictly positive, mirror-symmetric)."""
+    """Separable Gaussian weights of shape ``patch_size`` (max 1, strictly positive, mirror-symmetric).
+
+    Parameters
+    ----------
+    patch_size : sequence of int
+        Window size per axis in voxels (3 values).
+    sigma_scale : float
+        Standard deviation per axis as a fraction of its size.
+    device : str or torch.device
+        Where the map is returned.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 of shape ``patch_size``, centred at ``(p - 1) / 2``; voxels that underflow to 0 get the smallest
+        positive weight.
+    """
     maps = []
     for p in patch_size:
         x = torch.arange(p, dtype=torch.float64)

@@ -46,7 +46,24 @@ class NnunetCaseProperties:
 
 def separate_z_axis(force: Optional[bool], current: Sequence[float], new: Sequence[float],
                     threshold: float = ANISO_THRESHOLD) -> Optional[int]:
-    """nnU-Net's ``determine_do_sep_z_and_axis``: the axis to resample with order_z, or None."""
+    """nnU-Net's ``determine_do_sep_z_and_axis``: the axis to resample with order_z, or None.
+
+    Parameters
+    ----------
+    force : bool or None
+        ``force_separate_z`` of the plan: True uses the coarsest axis of ``current``, False never separates,
+        None decides by anisotropy.
+    current, new : sequence of float
+        Spacing (mm) before and after resampling, per network axis.
+    threshold : float
+        Largest / smallest spacing ratio above which a spacing counts as anisotropic.
+
+    Returns
+    -------
+    int or None
+        The coarsest axis of ``current`` (if anisotropic, else of ``new``), or None when none qualifies or several
+        axes tie for coarsest.
+    """
     def lowres_axes(sp):
         sp = np.asarray(sp, dtype=np.float64)
         return np.flatnonzero(max(sp) / sp == 1)
