@@ -62,7 +62,20 @@ class Phantom:
 
 
 def phantom_geometry(shape: Sequence[int] = DEFAULT_SHAPE, spacing: Sequence[float] = DEFAULT_SPACING) -> Geometry:
-    """RAS geometry of a ``shape`` grid with ``spacing`` (mm) whose centre voxel sits at the world origin."""
+    """RAS geometry of a ``shape`` grid with ``spacing`` (mm) whose centre voxel sits at the world origin.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Voxels along i, j, k.
+    spacing : sequence of float
+        Voxel size along i, j, k in mm.
+
+    Returns
+    -------
+    Geometry
+        Axes i, j, k point to patient right, anterior, superior (direction ``RAS``); origin in LPS mm.
+    """
     shape = tuple(int(s) for s in shape)
     spacing = tuple(float(s) for s in spacing)
     half = [(n - 1) / 2.0 * s for n, s in zip(shape, spacing)]

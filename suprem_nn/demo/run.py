@@ -335,7 +335,17 @@ def estimated_training_seconds(s: DemoSettings, step_seconds: float, epochs: int
 
 
 def epochs_for_budget(s: DemoSettings, step_seconds: float, minutes: float) -> int:
-    """How many epochs of ``s.iterations_per_epoch`` steps fit ``minutes``, at least 1, at most ``s.max_epochs``."""
+    """How many epochs of ``s.iterations_per_epoch`` steps fit ``minutes``, at least 1, at most ``s.max_epochs``.
+
+    Parameters
+    ----------
+    s : DemoSettings
+        Iterations per epoch, validation iterations and the epoch cap.
+    step_seconds : float
+        Seconds of one training step (:func:`measure_training_step`).
+    minutes : float
+        Training budget in minutes; epochs are costed by :func:`estimated_training_seconds`.
+    """
     n = math.floor(minutes * 60.0 / max(estimated_training_seconds(s, step_seconds, 1), 1e-6))
     return int(min(s.max_epochs, max(1, n)))
 
