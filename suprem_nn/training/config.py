@@ -102,7 +102,32 @@ def plan_recipe(training: dict) -> dict:
 
 
 def resolve_config(plan_training: dict, file_settings: dict, flags: dict) -> TrainingConfig:
-    """Merge the layers, fill recipe-dependent defaults and check values."""
+    """Merge the layers, fill recipe-dependent defaults and check values.
+
+    Later layers win: the plan's training recipe, then the ``--config`` file, then command-line flags that are
+    not None. ``lr`` and ``weight_decay`` come from the recipe's defaults when unset, or when the plan's value
+    belongs to another recipe than the one chosen and neither file nor flag sets them.
+
+    Parameters
+    ----------
+    plan_training : dict
+        The plan's ``training`` entries.
+    file_settings : dict
+        Settings read by :func:`read_config_file`.
+    flags : dict
+        Command-line values; None means not given.
+
+    Returns
+    -------
+    TrainingConfig
+
+    Raises
+    ------
+    SupremError
+        For an unknown setting or recipe, ``pretrained``/``pretrained_checkpoint`` with ``from_scratch``,
+        ``epochs``/``iterations_per_epoch``/``num_gpus`` below 1, negative ``val_iterations``/``num_workers``/
+        ``freeze_encoder_epochs``, or an unknown ``schedule_step`` or ``mixed_precision``.
+    """
     merged: dict[str, Any] = {}
     merged.update(plan_recipe(plan_training or {}))
     merged.update(file_settings or {})

@@ -65,7 +65,30 @@ class PatchSampler:
 
     # -- one batch -------------------------------------------------------------------------------------------
     def batch(self, epoch: int, iteration: int, stream: int = TRAIN) -> dict:
-        """The batch ``iteration`` of ``epoch`` for this rank; ``stream`` VAL skips augmentation."""
+        """The batch ``iteration`` of ``epoch`` for this rank; ``stream`` VAL skips augmentation.
+
+        Cases are drawn from a generator seeded by ``(seed, epoch, iteration, stream)``, so a batch depends on these
+        numbers alone (resuming and any worker count give the same batches); each rank takes its own slice.
+
+        Parameters
+        ----------
+        epoch, iteration : int
+            Position of the batch in training.
+        stream : int
+            ``TRAIN`` (augmented when augmentation is on) or ``VAL`` (plain crops).
+
+        Returns
+        -------
+        dict
+            ``"data"``: float32 ``(B, C, X, Y, Z)`` network-space patches of ``patch_size``; ``"target"``: ``(B, 1, X,
+            Y, Z)`` labels (exclusive plans) or ``(B, K, X, Y, Z)`` masks (multi-label) in the cache's dtype, with the
+            augmentation's -1 border set to background 0.
+
+        Raises
+        ------
+        DataWorkerError
+            If a patch of a case cannot be built (names the case and the original exception).
+        """
         global_rng = np.random.default_rng([self.seed, epoch, iteration, stream])
         cases = global_rng.choice(len(self.case_ids), size=self.batch_size * self.world_size, replace=True)
         mine = cases[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]

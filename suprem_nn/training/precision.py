@@ -39,7 +39,21 @@ def gpu_has_bf16() -> bool:
 
 
 def choose_training_precision(mixed_precision: str, device: torch.device) -> TrainingPrecision:
-    """The autocast format, loss scaling and the reason for them, for ``mixed_precision`` on ``device``."""
+    """The autocast format, loss scaling and the reason for them, for ``mixed_precision`` on ``device``.
+
+    Parameters
+    ----------
+    mixed_precision : str
+        ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"off"``.
+    device : torch.device
+        The training device.
+
+    Returns
+    -------
+    TrainingPrecision
+        CUDA: float16 with a gradient scaler for ``fp16`` or a GPU without native bfloat16, else bfloat16. CPU:
+        bfloat16 only for ``bf16``. Otherwise (and always for ``off``) float32 without autocast.
+    """
     asked = mixed_precision
     if asked == "off":
         return TrainingPrecision(None, False, "mixed_precision off")

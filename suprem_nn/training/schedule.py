@@ -49,7 +49,21 @@ def make_optimizer(name: str, params: Iterable, lr: float, weight_decay: float) 
 
 
 def lr_factor(kind: str, step: int, total: int, warmup: int) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based) of ``total`` steps."""
+    """Multiplier of the base learning rate at ``step`` (0-based) of ``total`` steps.
+
+    Parameters
+    ----------
+    kind : str
+        ``"warmup_cosine"`` (linear warm-up to 1 over ``warmup`` steps, never 0, then cosine decay to 0 at
+        ``total``), ``"poly"`` (``(1 - step/total) ** 0.9``) or ``"constant"`` (1).
+    step, total, warmup : int
+        Current step, total steps and warm-up steps (``warmup`` used by ``warmup_cosine`` only).
+
+    Raises
+    ------
+    SupremError
+        For another kind.
+    """
     if kind == "warmup_cosine":
         if step < warmup:
             return (step + 1) / (warmup + 1)      # never 0: the first step already learns something
