@@ -104,7 +104,27 @@ def _read_json(path: Path) -> dict:
 
 
 def resolve_configuration(plans: dict, name: str, path: Path) -> dict:
-    """The configuration ``name`` with ``inherits_from`` chains merged (as nnU-Net's PlansManager does)."""
+    """The configuration ``name`` with ``inherits_from`` chains merged (as nnU-Net's PlansManager does).
+
+    Parameters
+    ----------
+    plans : dict
+        The parsed ``plans.json``.
+    name : str
+        Configuration name, e.g. ``"3d_fullres"``.
+    path : Path
+        ``plans.json``, named in errors.
+
+    Returns
+    -------
+    dict
+        The configuration's entries; a child's entries override its parent's; ``inherits_from`` removed.
+
+    Raises
+    ------
+    NnunetModelError
+        If the configuration is missing or inherits from an unknown or circular parent.
+    """
     configs = plans.get("configurations", {})
     if name not in configs:
         raise NnunetModelError(f"plans.json has no configuration '{name}' (has: {', '.join(configs)})", path)
@@ -122,7 +142,28 @@ def resolve_configuration(plans: dict, name: str, path: Path) -> dict:
 
 
 def label_info(dataset_json: dict, path: Path) -> LabelInfo:
-    """Outputs and label values from dataset.json's ``labels`` (and ``regions_class_order``)."""
+    """Outputs and label values from dataset.json's ``labels`` (and ``regions_class_order``).
+
+    Parameters
+    ----------
+    dataset_json : dict
+        The parsed ``dataset.json``.
+    path : Path
+        ``dataset.json``, named in errors.
+
+    Returns
+    -------
+    LabelInfo
+        Region models: one sigmoid output per region, written with its ``regions_class_order`` value. Label
+        models: softmax over labels 0..K; the foreground names and values in label order. ``ignore`` is never an
+        output.
+
+    Raises
+    ------
+    NnunetModelError
+        If ``labels`` is missing or empty, regions lack a ``regions_class_order`` of one value per region, or the
+        label values are not integers 0..K without gaps.
+    """
     labels = dataset_json.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise NnunetModelError("dataset.json has no 'labels' mapping", path)
@@ -164,7 +205,32 @@ def _import_allowed(dotted: str, what: str, path: Path):
 
 
 def build_network(architecture: dict, num_inputs: int, num_outputs: int, path: Path) -> nn.Module:
-    """The plan's network (``network_class_name`` + ``arch_kwargs``), deep supervision off, as nnU-Net predicts."""
+    """The plan's network (``network_class_name`` + ``arch_kwargs``), deep supervision off, as nnU-Net predicts.
+
+    Only classes from ``dynamic_network_architectures`` or ``torch.nn`` are imported.
+
+    Parameters
+    ----------
+    architecture : dict
+        The configuration's ``architecture`` entry.
+    num_inputs : int
+        Image channels.
+    num_outputs : int
+        Output channels (``LabelInfo.num_heads``).
+    path : Path
+        ``plans.json``, named in errors.
+
+    Returns
+    -------
+    torch.nn.Module
+        Untrained network, as constructed (train mode, CPU).
+
+    Raises
+    ------
+    NnunetModelError
+        If the entry is unusable, names a class outside the allowed packages or one that does not exist, the optional
+        ``dynamic-network-architectures`` package is missing, or the class rejects the arguments.
+    """
     try:
         cls_name = architecture["network_class_name"]
         kwargs = dict(architecture["arch_kwargs"])
@@ -184,7 +250,23 @@ def build_network(architecture: dict, num_inputs: int, num_outputs: int, path: P
 
 
 def load_checkpoint(path: Path) -> dict:
-    """``torch.load(weights_only=True)``, with only :data:`NUMPY_SAFE_GLOBALS` allowed beyond torch's defaults."""
+    """``torch.load(weights_only=True)``, with only :data:`NUMPY_SAFE_GLOBALS` allowed beyond torch's defaults.
+
+    Parameters
+    ----------
+    path : Path
+        A fold's ``.pth`` file, loaded onto the CPU.
+
+    Returns
+    -------
+    dict
+        The checkpoint, which holds ``network_weights``.
+
+    Raises
+    ------
+    NnunetModelError
+        If the file is missing, cannot be loaded safely, or has no ``network_weights``.
+    """
     if not path.is_file():
         raise NnunetModelError("checkpoint missing", path)
     try:
