@@ -54,7 +54,21 @@ def find_probability_files(folder: str | Path) -> dict[str, Path]:
 
 
 def check_compatible(members: Sequence[CaseProbabilities], paths: Sequence[Path]) -> None:
-    """Refuse members that cannot be averaged: mixed activations, different classes, or different grids."""
+    """Refuse members that cannot be averaged: mixed activations, different classes, or different grids.
+
+    Parameters
+    ----------
+    members : sequence of CaseProbabilities
+        One case's saved probabilities from each prediction folder; the first is the reference.
+    paths : sequence of Path
+        The file of each member, named in errors.
+
+    Raises
+    ------
+    SupremError
+        If a member's activation, class names or label values (in order) differ from the first member's, or its
+        original grid (shape, spacing, origin, direction) differs.
+    """
     first, p0 = members[0], paths[0]
     for m, p in zip(members[1:], paths[1:]):
         if m.activation != first.activation:

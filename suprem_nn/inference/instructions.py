@@ -80,7 +80,24 @@ def find_instructions(dataset: str) -> Optional[InferenceInstructions]:
 
 
 def read_instructions(path: str | Path) -> InferenceInstructions:
-    """Parse and check an instructions file; every problem is one :class:`SupremError` naming the file."""
+    """Parse and check an instructions file; every problem is one :class:`SupremError` naming the file.
+
+    Parameters
+    ----------
+    path : str or Path
+        An ``inference_instructions.json`` written by ``suprem_find_best_configuration``.
+
+    Returns
+    -------
+    InferenceInstructions
+        With ``path`` set and ``cv_dice`` from the file's cross-validation record (None when absent).
+
+    Raises
+    ------
+    SupremError
+        If the file is missing or not JSON, has another format version, misses or mistypes an entry, names no
+        member or a member without folds, has an unknown activation, or post-processes a class it does not list.
+    """
     path = Path(path)
     hint = "; run suprem_find_best_configuration again"
     d = read_json(path, hint=hint)

@@ -100,7 +100,25 @@ def write_probabilities(stem: str | Path, probabilities: np.ndarray, class_names
 
 
 def read_probabilities(npz_path: str | Path) -> CaseProbabilities:
-    """Read ``<case>.npz`` and the ``<case>.json`` beside it; a missing or inconsistent pair is one clear error."""
+    """Read ``<case>.npz`` and the ``<case>.json`` beside it; a missing or inconsistent pair is one clear error.
+
+    Parameters
+    ----------
+    npz_path : str or Path
+        A ``<case>.npz`` written by :func:`write_probabilities`.
+
+    Returns
+    -------
+    CaseProbabilities
+        float16 ``(C, x, y, z)`` network-space probabilities (softmax: background first), classes, label values,
+        activation, and the plan and properties to go back to the original grid.
+
+    Raises
+    ------
+    SupremError
+        If the .json is missing, unreadable or has no ``plan`` (an older suprem_nn), the .npz cannot be read, or
+        its shape does not match the channel count and network-space shape the .json records.
+    """
     npz_path = Path(npz_path)
     meta_path = npz_path.with_suffix(".json")
     info = read_json(meta_path, SupremError, "probabilities file has no .json beside it (written with it)")
