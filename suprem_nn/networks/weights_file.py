@@ -147,7 +147,28 @@ def _strip_prefix(sd: dict, prefix: str) -> tuple[dict, bool]:
 
 
 def read_checkpoint(path, allow_unsafe: bool = False) -> ParsedCheckpoint:
-    """Load ``path`` safely, unwrap it, strip prefixes and detect the network family."""
+    """Load ``path`` safely, unwrap it, strip prefixes and detect the network family.
+
+    Parameters
+    ----------
+    path : str or Path
+        A SuPreM ``.pth`` file (or one in the same layout).
+    allow_unsafe : bool
+        Fall back to full unpickling, which can execute code, when the ``weights_only`` loader refuses the file.
+
+    Returns
+    -------
+    ParsedCheckpoint
+        The tensors with ``module.`` (and, outside the Universal Model, ``backbone.``) prefixes removed, and the
+        detected family.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, empty, refused by the safe loader (without ``allow_unsafe``) or unreadable, holds
+        non-tensor entries, matches no single released family, or its tensor names differ from that family's
+        released layout.
+    """
     path = Path(path)
     sd, container, ignored = _unwrap(path, _torch_load(path, allow_unsafe))
     bad = [str(k) for k, v in sd.items() if not isinstance(v, torch.Tensor)]
