@@ -31,7 +31,15 @@ class PostprocessSummary:
 
 
 def find_label_maps(folder: str | Path) -> dict[str, Path]:
-    """Relative path -> file for every label map in ``folder`` (top level) and ``<CASE>/combined_labels.*``."""
+    """Relative path -> file for every label map in ``folder`` (top level) and ``<CASE>/combined_labels.*``.
+
+    Hidden entries are skipped.
+
+    Raises
+    ------
+    SupremError
+        If ``folder`` does not exist or holds no label map.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise SupremError("input folder not found", folder)

@@ -28,7 +28,21 @@ _SETTINGS = ("epochs", "iterations_per_epoch", "batch_size", "recipe", "lr", "we
 
 
 def find_model_folder(model: str, plan_name: Optional[str] = None) -> Path:
-    """``model`` as a folder holding ``plans.json``, else a dataset name or id under ``$SUPREM_RESULTS``."""
+    """``model`` as a folder holding ``plans.json``, else a dataset name or id under ``$SUPREM_RESULTS``.
+
+    Parameters
+    ----------
+    model : str
+        ``<results>/<dataset>/<plan>`` path (``~`` expanded), or a dataset name or id.
+    plan_name : str, optional
+        The plan, for a dataset name with several trained plans.
+
+    Raises
+    ------
+    ModelError
+        If ``model`` is an existing folder without ``plans.json``, a path that does not exist, or a dataset that
+        :func:`~suprem_nn.inference.models.resolve_dataset_model` cannot resolve.
+    """
     folder = Path(model).expanduser()
     if mf.is_model_folder(folder):
         return folder

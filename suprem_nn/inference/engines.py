@@ -49,7 +49,25 @@ def openvino_problem() -> Optional[str]:
 
 
 def choose_engine(engine: Optional[str], device: torch.device) -> tuple[str, bool]:
-    """``(engine name, explicit)`` for the ``engine`` argument (None = the default) on ``device``."""
+    """``(engine name, explicit)`` for the ``engine`` argument (None = the default) on ``device``.
+
+    Parameters
+    ----------
+    engine : str or None
+        One of :data:`ENGINES`, or None: OpenVINO on the CPU, torch elsewhere.
+    device : torch.device
+        The prediction device.
+
+    Returns
+    -------
+    tuple of (str, bool)
+        The engine, and whether the caller named it (False when it is the default).
+
+    Raises
+    ------
+    EngineError
+        For an unknown engine, or ``"openvino"`` on a device other than the CPU.
+    """
     if engine is not None:
         if engine not in ENGINES:
             raise EngineError(f"unknown engine '{engine}' (choose: {', '.join(ENGINES)})")

@@ -20,7 +20,21 @@ AA10_TARGETS = ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver"
 
 
 def resolve_dataset_model(dataset: str, plan_name: Optional[str] = None) -> Path:
-    """``<SUPREM_RESULTS>/<dataset folder>/<plan>``; ``dataset`` may be a full name or a numeric id."""
+    """``<SUPREM_RESULTS>/<dataset folder>/<plan>``; ``dataset`` may be a full name or a numeric id.
+
+    Parameters
+    ----------
+    dataset : str
+        Dataset folder name, its name part or its numeric id (:func:`suprem_nn.paths.dataset_folder`).
+    plan_name : str, optional
+        The plan; without it the dataset must have exactly one trained plan (a folder holding ``plans.json``).
+
+    Raises
+    ------
+    ModelError
+        If the dataset has no results folder, ``plan_name`` is None and the dataset has zero or several plans, or
+        the named plan is not among them.
+    """
     folder = dataset_folder(results_root(), dataset)
     if not folder.is_dir():
         raise ModelError(f"no trained models for dataset '{dataset}'; {trained_listing(results_root())}", folder)

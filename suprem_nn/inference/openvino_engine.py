@@ -65,7 +65,19 @@ def openvino_version() -> str:
 
 
 def convert_network(network: nn.Module, input_shape: Sequence[int]):
-    """``openvino.Model`` of the eval-mode ``network`` for windows of exactly ``input_shape`` = (1, C, *patch)."""
+    """``openvino.Model`` of the eval-mode ``network`` for windows of exactly ``input_shape`` = (1, C, *patch).
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Traced in eval mode on a fixed random float32 input; its train/eval mode is restored afterwards.
+    input_shape : sequence of int
+        ``(1, C, X, Y, Z)`` window shape in voxels; the converted model has this static input shape.
+
+    Returns
+    -------
+    openvino.Model
+    """
     ov = import_openvino()
     shape = [int(s) for s in input_shape]
     # A fixed normal sample: conversion only records operations, but degenerate inputs (all zeros) could make a
@@ -98,13 +110,31 @@ def _config(precision: str, threads: int) -> dict:
 
 
 def compile_model(model, precision: str, threads: int):
-    """An ``openvino.CompiledModel`` of ``model`` on the CPU at ``precision`` ("f32" or "bf16")."""
+    """An ``openvino.CompiledModel`` of ``model`` on the CPU at ``precision`` ("f32" or "bf16").
+
+    Parameters
+    ----------
+    model : openvino.Model
+        From :func:`convert_network`.
+    precision : str
+        ``"f32"`` or ``"bf16"`` (OpenVINO's inference precision hint).
+    threads : int
+        Inference threads (at least 1).
+    """
     ov = import_openvino()
     return ov.Core().compile_model(model, "CPU", _config(precision, threads))
 
 
 def import_compiled(blob: bytes, precision: str, threads: int):
-    """A compiled model back from the bytes of ``CompiledModel.export_model()``."""
+    """A compiled model back from the bytes of ``CompiledModel.export_model()``.
+
+    Parameters
+    ----------
+    blob : bytes
+        The exported model (an engine-cache entry).
+    precision, threads
+        As in :func:`compile_model`.
+    """
     import io
 
     ov = import_openvino()
