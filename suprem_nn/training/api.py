@@ -52,7 +52,23 @@ def train(dataset: str, fold="0", config_file: Optional[str] = None, continue_tr
 
 
 def resolve_training_config(dataset: str, config_file: Optional[str], options: dict) -> TrainingConfig:
-    """The run's settings: ``options`` over the ``config_file`` JSON over the recipe of the plan they select."""
+    """The run's settings: ``options`` over the ``config_file`` JSON over the recipe of the plan they select.
+
+    Parameters
+    ----------
+    dataset : str
+        Dataset name or id; its plan (chosen by the settings) gives the recipe defaults.
+    config_file : str, optional
+        A ``--config`` JSON file (:func:`~suprem_nn.training.config.read_config_file`).
+    options : dict
+        Explicit settings (keyword arguments or command-line flags); None values are not set.
+
+    Raises
+    ------
+    SupremError
+        For an unreadable config file, a dataset or plan that cannot be found, or an invalid setting
+        (:func:`~suprem_nn.training.config.resolve_config`).
+    """
     file_settings = read_config_file(config_file) if config_file else {}
     return _resolve(dataset, file_settings, options)
 

@@ -44,7 +44,15 @@ def visible_gpus() -> list[str]:
 
 
 def gpu_groups(gpus: Sequence[str], gpus_per_fold: int) -> list[list[str]]:
-    """Disjoint groups of ``gpus_per_fold`` GPUs, one per fold running at once (leftover GPUs stay idle)."""
+    """Disjoint groups of ``gpus_per_fold`` GPUs, one per fold running at once (leftover GPUs stay idle).
+
+    Parameters
+    ----------
+    gpus : sequence of str
+        GPU ids as ``CUDA_VISIBLE_DEVICES`` names them.
+    gpus_per_fold : int
+        GPUs each fold trains on (values below 1 count as 1).
+    """
     n = len(gpus) // max(1, gpus_per_fold)
     return [list(gpus[i * gpus_per_fold:(i + 1) * gpus_per_fold]) for i in range(n)]
 
@@ -60,7 +68,27 @@ def default_parallel_folds(cfg: TrainingConfig) -> int:
 
 
 def slot_environments(cfg: TrainingConfig, n_parallel: int) -> list[dict]:
-    """Environment overrides for each of the ``n_parallel`` process slots."""
+    """Environment overrides for each of the ``n_parallel`` process slots.
+
+    Parameters
+    ----------
+    cfg : TrainingConfig
+        Its ``device`` and ``num_gpus`` (GPUs per fold).
+    n_parallel : int
+        Folds trained at once.
+
+    Returns
+    -------
+    list of dict
+        On CUDA, ``CUDA_VISIBLE_DEVICES`` of one GPU group per slot (groups reused round-robin when there are more
+        slots than groups). On the CPU, ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` splitting the cores between the
+        slots, or empty dicts when ``OMP_NUM_THREADS`` is already set.
+
+    Raises
+    ------
+    SupremError
+        Under torchrun, with a device pinned to one GPU (``cuda:N``), or with fewer visible GPUs than ``num_gpus``.
+    """
     from .distributed import from_environment
     if from_environment() is not None:
         raise SupremError("under torchrun every rank trains the same fold; cross-validation folds then run in turn "
