@@ -75,7 +75,19 @@ class UniversalModel(nn.Module):
         return self.backbone.in_channels
 
     def head_parameters(self, x_feat: torch.Tensor) -> torch.Tensor:
-        """Per-class dynamic-head parameters for one image: (C, 153) from a (256,) global feature."""
+        """Per-class dynamic-head parameters for one image: (C, 153) from a (256,) global feature.
+
+        Parameters
+        ----------
+        x_feat : torch.Tensor
+            float (256,) pooled bottleneck feature of one image (``GAP`` output).
+
+        Returns
+        -------
+        torch.Tensor
+            float (C, 153): for each class, the three 1x1x1 head convolutions' weights (64, 64, 8) then biases
+            (8, 8, 1), conditioned on the feature and the class's text embedding.
+        """
         task = F.relu(self.text_to_vision(self.organ_embedding))  # (C, 256)
         cond = torch.cat([x_feat.unsqueeze(0).expand(self.num_classes, -1), task], dim=1)  # (C, 512)
         return self.controller(cond[:, :, None, None, None]).flatten(1)
