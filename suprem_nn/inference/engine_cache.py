@@ -85,7 +85,24 @@ def cpu_identity() -> str:
 
 
 def cache_key(fingerprint: str, input_shape: Sequence[int], precision: str, engine_version: str) -> dict:
-    """Everything an entry depends on; :func:`key_name` hashes it into the file name."""
+    """Everything an entry depends on; :func:`key_name` hashes it into the file name.
+
+    Parameters
+    ----------
+    fingerprint : str
+        :func:`network_fingerprint` of the network (weights, structure and code).
+    input_shape : sequence of int
+        The compiled window shape ``(1, C, X, Y, Z)`` in voxels.
+    precision : str
+        Inference precision, e.g. ``"f32"`` or ``"bf16"``.
+    engine_version : str
+        Version of the engine that compiled the entry.
+
+    Returns
+    -------
+    dict
+        These plus the cache format, torch and suprem_nn versions and :func:`cpu_identity`.
+    """
     return {"format": FORMAT, "network": fingerprint, "input_shape": [int(s) for s in input_shape],
             "precision": precision, "engine_version": engine_version, "torch": torch.__version__,
             "suprem_nn": suprem_version, "cpu": cpu_identity()}
@@ -116,7 +133,22 @@ def read_entry(key: dict, root: Optional[Path] = None) -> tuple[Optional[bytes],
 
 
 def write_entry(key: dict, blob: bytes, root: Optional[Path] = None) -> Path:
-    """Store ``blob`` under ``key`` (blob first, then its JSON); returns the blob's path."""
+    """Store ``blob`` under ``key`` (blob first, then its JSON); returns the blob's path.
+
+    Parameters
+    ----------
+    key : dict
+        From :func:`cache_key`.
+    blob : bytes
+        The compiled model.
+    root : Path, optional
+        Cache folder (created if needed); default :func:`engine_cache_root`.
+
+    Returns
+    -------
+    Path
+        ``<root>/<key_name>.blob``; ``<key_name>.json`` beside it records the key, size and SHA-256.
+    """
     root = engine_cache_root() if root is None else Path(root)
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(root)

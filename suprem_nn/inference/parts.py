@@ -41,7 +41,17 @@ def parse_part(text: Optional[str]) -> Optional[tuple[int, int]]:
 
 
 def select_part(cases: Sequence[T], part: Optional[tuple[int, int]], key=lambda c: c.case_id) -> list[T]:
-    """The cases of ``part`` (all of them, in their order, when None): sorted by ``key``, every N-th starting at K-1."""
+    """The cases of ``part`` (all of them, in their order, when None): sorted by ``key``, every N-th starting at K-1.
+
+    Parameters
+    ----------
+    cases : sequence
+        All cases.
+    part : tuple of (int, int), optional
+        ``(K, N)``: part K (1-based) of N.
+    key : callable
+        Sort key; default the case id.
+    """
     if part is None:
         return list(cases)
     ordered = sorted(cases, key=key)
