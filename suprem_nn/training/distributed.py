@@ -195,6 +195,19 @@ def _spawn_entry(local_rank: int, world_size: int, port: int, fn: Callable, args
 
 
 def spawn(fn: Callable, world_size: int, args: tuple) -> None:
-    """Run ``fn(*args)`` in ``world_size`` fresh processes on this node, as ranks 0..N-1."""
+    """Run ``fn(*args)`` in ``world_size`` fresh processes on this node, as ranks 0..N-1.
+
+    Each process gets ``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT`` and ``RANK``/``LOCAL_RANK`` (equal),
+    ``WORLD_SIZE`` and ``LOCAL_WORLD_SIZE`` in its environment; returns when all have finished.
+
+    Parameters
+    ----------
+    fn : callable
+        Picklable function run in each process.
+    world_size : int
+        Number of processes.
+    args : tuple
+        Arguments of ``fn``.
+    """
     import torch.multiprocessing as mp
     mp.spawn(_spawn_entry, args=(world_size, free_port(), fn, args), nprocs=world_size, join=True)
