@@ -141,7 +141,15 @@ def checkpoint_record(weights: dict, plan: Plan, dataset: str, fold: str | int, 
 
 
 def write_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
-    """Atomically write ``checkpoint`` (which must be weights_only-loadable) to ``path``."""
+    """Atomically write ``checkpoint`` (which must be weights_only-loadable) to ``path``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.pth`` file; written to a temporary file in the same folder, then renamed.
+    checkpoint : dict
+        Usually :func:`checkpoint_record`'s dict.
+    """
     import torch
 
     with atomic_path(path, suffix=".pth") as tmp:
@@ -223,7 +231,20 @@ def load_fold(model_folder: str | Path, plan: Plan, fold: str | int,
 
 
 def trained_mirror_axes(plan: Plan, checkpoint: dict) -> list[int]:
-    """The axes test-time mirroring may use for one fold: those it was trained over (older files: the plan's)."""
+    """The axes test-time mirroring may use for one fold: those it was trained over (older files: the plan's).
+
+    Parameters
+    ----------
+    plan : Plan
+        Its ``mirror_axes`` bound the result.
+    checkpoint : dict
+        The fold's checkpoint; :data:`MIRROR_AXES_KEY` lists the network-space axes it was trained mirrored over.
+
+    Returns
+    -------
+    list of int
+        Sorted network-space axes (0, 1, 2 = x, y, z) in both.
+    """
     return sorted(set(plan.mirror_axes) & set(checkpoint.get(MIRROR_AXES_KEY, plan.mirror_axes)))
 
 

@@ -41,7 +41,25 @@ def results_root() -> Path:
 
 def dataset_folder(root: Path, dataset: str) -> Path:
     """``root/<dataset folder>``: an exact folder name, a numeric id (``101`` -> ``Dataset101_*``) or the name part
-    (``Liver`` -> ``Dataset101_Liver``), as in nnU-Net. Returns ``root/dataset`` when nothing else matches."""
+    (``Liver`` -> ``Dataset101_Liver``), as in nnU-Net. Returns ``root/dataset`` when nothing else matches.
+
+    Parameters
+    ----------
+    root : Path
+        One of the roots (:func:`raw_root`, :func:`preprocessed_root`, :func:`results_root`).
+    dataset : str
+        Folder name, id of up to 3 digits, or name part; an id or name part must match exactly one folder.
+
+    Returns
+    -------
+    Path
+        The matching folder, or ``root/dataset`` (which need not exist).
+
+    Raises
+    ------
+    DatasetError
+        If ``dataset`` is empty, ``.``/``..`` or contains a path separator.
+    """
     if "/" in dataset or "\\" in dataset or dataset in ("", ".", ".."):
         from .errors import DatasetError
         raise DatasetError(f"'{dataset}' is not a dataset name (names may not contain path parts like '/' or '..')")
@@ -69,7 +87,20 @@ def trained_datasets(root: Path) -> dict[str, list[str]]:
 
 
 def trained_listing(root: Path, limit: int = 20) -> str:
-    """What -d can name instead, or why nothing (a new shell without the demo's export lines finds nothing)."""
+    """What -d can name instead, or why nothing (a new shell without the demo's export lines finds nothing).
+
+    Parameters
+    ----------
+    root : Path
+        The results root.
+    limit : int
+        Datasets listed at most; the rest are counted.
+
+    Returns
+    -------
+    str
+        One line for an error message.
+    """
     found = trained_datasets(root)
     if not found:
         return (f"the results folder {root} holds no trained model (SUPREM_RESULTS sets it: export it as the "
