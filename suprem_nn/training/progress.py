@@ -26,7 +26,7 @@ class RunLog:
 
     @property
     def writes(self) -> bool:
-        """Whether this log writes files (it has a folder; ranks other than 0 get none)."""
+        """Whether this log writes files: it has a folder (the trainer gives ranks other than 0 none)."""
         return self.folder is not None
 
     def line(self, text: str) -> None:
