@@ -67,7 +67,7 @@ def postprocess_folder(input: str | Path, output: str | Path, label_values: Sequ
     input : str or Path
         Folder of ``<case>.nii.gz`` label maps or ``<CASE>/combined_labels.nii.gz``; never modified.
     output : str or Path
-        Output folder (must differ from ``input``); the same relative paths, each input's header kept.
+        Output folder (must differ from ``input``); the same relative paths, each on its input's grid.
     label_values : sequence of int
         Labels that keep only their largest 26-connected component (the rest of each becomes 0).
     overwrite : bool

@@ -38,7 +38,7 @@ def array_case(image: np.ndarray, spacing: Sequence[float], origin: Sequence[flo
     Returns
     -------
     channels : list of np.ndarray
-        One ``(i, j, k)`` array per channel (``image`` itself or views of it, not copies).
+        One ``(i, j, k)`` array per channel (views of ``image`` when it is already an ndarray).
     geometry : Geometry
 
     Raises
