@@ -6,6 +6,8 @@ report's ``model_load_seconds``, ``engine`` and ``source`` entries come from her
 """
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -61,7 +63,11 @@ def predict_with_nnunet(input, output, folder: str | Path, settings: PredictionS
     t_load = time.perf_counter()
     model = load_nnunet_model(folder, NNUNET_DEFAULT_FOLDS if folds is None else folds, checkpoint_name)
     patch = [int(p) for p in model.configuration["patch_size"]]
-    # On the CPU nnU-Net runs float32; bf16 there is opt-in (see prepare_runtime).
+    # On the CPU nnU-Net runs float32; bf16 there is opt-in (see prepare_runtime). An nnU-Net model promises labels
+    # identical to nnUNetv2_predict, which only torch's kernels keep: OpenVINO f32 moved 1-48 near-tie voxels of a
+    # trained model (benchmarks/predict_bench.py). So torch is its default engine unless bf16 was asked for.
+    if settings.engine is None and settings.precision != "bf16":
+        settings = dataclasses.replace(settings, engine="torch")
     runtime = prepare_runtime(model.networks, None, [1, model.num_inputs, *patch], settings, cpu_float32=True)
     model.networks = runtime.networks
     predictor = NnunetPredictor(model, device=settings.device, step_size=_step(settings, 0.5),

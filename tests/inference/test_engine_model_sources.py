@@ -112,6 +112,11 @@ def test_nnunet_model(real_ct, tmp_path):
     # nnU-Net sums windows in float16 (reproduced), so a last-bit logit difference could flip a near-tie voxel;
     # measured: none do.
     assert float((ref == ours).mean()) >= 0.9999
+    # Without --engine an nnU-Net model runs on torch in float32: labels identical to nnUNetv2_predict's.
+    summary = predict(inp, tmp_path / "default", nnunet_model=folder, folds=[0], disable_tta=True, progress=False)
+    assert summary.ok, summary.failures
+    assert json.loads((tmp_path / "default" / "run_report.json").read_text())["engine"] == {"name": "torch"}
+    assert np.array_equal(read_image(tmp_path / "default" / f"{CASE}.nii.gz")[0], ref)
 
 
 def _cli(*args, block_openvino=False, timeout=600):
