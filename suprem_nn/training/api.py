@@ -92,9 +92,11 @@ def _run_rank(dataset, fold, cfg: TrainingConfig, continue_training: bool, echo:
         import torch
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
     trainer = Trainer(dataset, fold, cfg, continue_training=continue_training, dist=info, echo=echo)
+    finished = False
     try:
         trainer.setup()
         record = trainer.run()
+        finished = True
         return record if info.is_main else None
     finally:
-        ddp.shutdown()
+        ddp.shutdown(finished)

@@ -103,9 +103,20 @@ def init_process_group(info: DistInfo, device: torch.device) -> None:
     dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
 
 
-def shutdown() -> None:
-    """Destroy the default process group if one is initialised."""
+def shutdown(finished: bool = False) -> None:
+    """Destroy the default process group if one is initialised.
+
+    Parameters
+    ----------
+    finished : bool
+        True when this rank completed its work normally: every rank then meets at a barrier first, so no rank
+        tears its gloo connections down while a peer still uses them (a rank aborted with "terminate called
+        without an active exception" at exit without it). After an error there is no barrier, which a failed
+        peer would never reach.
+    """
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
