@@ -1,5 +1,6 @@
-"""One 96^3 window per SuPreM backbone: torch float32 against the OpenVINO engine (f32, and bf16 on CPUs with
-native bfloat16), with conversion and cache-load times and the compiled model's size on disk.
+"""One 96^3 window per SuPreM backbone: torch (float32 contiguous and channels_last_3d, bfloat16 autocast with
+channels_last_3d on CPUs with native bfloat16) against the OpenVINO engine (f32, and bf16 on such CPUs), with
+conversion and cache-load times and the compiled model's size on disk.
 
 Each backbone is initialised from a fabricated checkpoint in the released layout (32-class head, eval mode,
 batch 1; SuPreM's U-Net normalises with the window's own batch statistics). The OpenVINO models are made by
@@ -15,6 +16,7 @@ on a shared machine the load inflates the times, so compare figures from one run
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -64,14 +66,24 @@ def bench(name: str, size: int, repeats: int, warmup: int, work: Path) -> dict:
     x = torch.rand(1, 1, size, size, size)  # intensities in [0, 1], as after SuPreM's CT window
     shape = tuple(x.shape)
 
-    def run(net, autocast=None):
+    def run(net, autocast=None, channels_last=False):
+        inp = x.to(memory_format=torch.channels_last_3d) if channels_last else x
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
-            return net(x).float()
+            return net(inp).float()
 
     result = {"network": name, "window": list(shape[2:]), "modes": {}}
     reference = run(model)
     result["modes"]["torch_fp32"] = timed(lambda: run(model), repeats, warmup)
     precisions = [("f32", None)] + ([("bf16", torch.bfloat16)] if cpu_has_native_bf16() else [])
+    # The torch engine's other settings (documentation/prediction.md, Speed options): channels_last_3d, and
+    # bfloat16 autocast on CPUs with native bfloat16. Measured on a copy, so the OpenVINO conversion below sees
+    # the contiguous module.
+    cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last_3d)
+    result["modes"]["torch_fp32_channels_last"] = timed(lambda: run(cl_model, channels_last=True), repeats, warmup)
+    if len(precisions) > 1:
+        result["modes"]["torch_bf16_channels_last"] = timed(
+            lambda: run(cl_model, torch.bfloat16, channels_last=True), repeats, warmup)
+    del cl_model
     for label, dtype in precisions:
         os.environ["SUPREM_ENGINE_CACHE"] = str(work / f"cache_{name}_{label}")
         before = load()
@@ -85,6 +97,9 @@ def bench(name: str, size: int, repeats: int, warmup: int, work: Path) -> dict:
                       "max_abs_diff_vs_torch_fp32": float(f"{float((run(ov_net) - reference).abs().max()):.3g}"),
                       "max_abs_logit": round(float(reference.abs().max()), 3)})
         entry["speedup_vs_torch_fp32"] = round(result["modes"]["torch_fp32"]["median_s"] / entry["median_s"], 2)
+        same = ["torch_fp32", "torch_fp32_channels_last"] if label == "f32" else ["torch_bf16_channels_last"]
+        best = min(result["modes"][m]["median_s"] for m in same)
+        entry["speedup_vs_fastest_torch_same_precision"] = round(best / entry["median_s"], 2)
         result["modes"][f"openvino_{label}"] = entry
     return result
 

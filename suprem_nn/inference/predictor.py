@@ -91,6 +91,22 @@ class StagedPrediction:
         case.timings["network"] = time.perf_counter() - t0
         return self.to_input_grid(case, values)
 
+    def release_networks(self) -> None:
+        """Free the networks once no more network passes will run; cases already passed can still be exported.
+
+        An engine's compiled model keeps its activation buffers allocated between calls (OpenVINO: about 280 MB
+        for nnU-Net's 32 x 112 x 128 window, 2-3x its weights, ``benchmarks/bench_engine_memory.py``), so a
+        files run that owns its predictor frees them before the last case's export instead of carrying them
+        into it. ``network_pass`` raises afterwards.
+        """
+        self.networks = []
+
+    def _networks_or_raise(self) -> list:
+        if not self.networks:
+            raise RuntimeError("this predictor's networks were released (release_networks()); load the model "
+                               "again to predict more cases")
+        return self.networks
+
 
 class Predictor(StagedPrediction):
     """Run a plan's networks (one per fold) on cases and map the result back to their original grid.
@@ -292,7 +308,7 @@ class Predictor(StagedPrediction):
         keep = self.class_indices if sigmoid and len(self.class_indices) < len(self.plan.class_names) else None
         data = torch.from_numpy(np.ascontiguousarray(case.data))
         total = None
-        for net in self.networks:
+        for net in self._networks_or_raise():
             probs = sliding_window_predict(
                 net, data, self.plan.patch_size, self.step_size, self.mirror_axes,
                 windows_per_batch=self.windows_per_batch, device=self.device,

@@ -55,7 +55,7 @@ class RunSummary:
 
 
 def run_prediction(predictor: StagedPrediction, input, output, settings: Optional[PredictionSettings] = None, *,
-                   extra_report: Optional[dict] = None, **options) -> RunSummary:
+                   extra_report: Optional[dict] = None, release_networks: bool = False, **options) -> RunSummary:
     """Predict every case of ``input`` with ``predictor`` into ``output``; see :func:`suprem_nn.inference.predict`.
 
     Parameters
@@ -69,6 +69,9 @@ def run_prediction(predictor: StagedPrediction, input, output, settings: Optiona
         Default: ``PredictionSettings()``; ``options`` (field names, e.g. ``progress=False``) override fields.
     extra_report : dict, optional
         More entries for ``run_report.json`` (model source, load time, engine).
+    release_networks : bool
+        The run owns ``predictor``: free its networks (:meth:`~StagedPrediction.release_networks`) right after
+        the last case's network pass, so the last export does not carry an idle engine's buffers.
 
     Returns
     -------
@@ -82,6 +85,7 @@ def run_prediction(predictor: StagedPrediction, input, output, settings: Optiona
     per_class, save_probabilities = settings.per_class, settings.save_probabilities
     statistics, preview, num_workers = settings.statistics, settings.preview, settings.num_workers
     t_start = time.perf_counter()
+    num_networks = len(predictor.networks)
     cases = select_part(find_cases(input, output), part)
     report_dir = Path(output).parent if image_ending(output) else Path(output)
     summary = RunSummary()
@@ -171,6 +175,9 @@ def run_prediction(predictor: StagedPrediction, input, output, settings: Optiona
                 fail(case, exc)
                 bar.update(1)
                 continue
+            finally:
+                if release_networks and i == len(todo) - 1:
+                    predictor.release_networks()
             if export_pool is not None:
                 export_futures.append((case, export_pool.submit(finish, case, prepared, probs)))
                 wait_exports(1)  # back-pressure: at most one export waiting behind the running one
@@ -193,7 +200,8 @@ def run_prediction(predictor: StagedPrediction, input, output, settings: Optiona
         old = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
         old.update(stats)
         write_json(stats_path, old)
-    report = _run_report(predictor, per_case, summary, time.perf_counter() - t_start, extra_report or {})
+    report = _run_report(predictor, num_networks, per_case, summary, time.perf_counter() - t_start,
+                         extra_report or {})
     summary.report_path = report_dir / f"run_report{part_suffix(part)}.json"
     write_json(summary.report_path, {**report, "part": None if part is None else f"{part[0]}/{part[1]}"})
     if part is not None:  # the last part to finish merges every part's report into run_report.json
@@ -202,7 +210,8 @@ def run_prediction(predictor: StagedPrediction, input, output, settings: Optiona
             log.info("all %d parts finished; merged report: %s", part[1], merged)
     return summary
 
-def _run_report(predictor: StagedPrediction, per_case: dict, summary: RunSummary, total: float, extra: dict) -> dict:
+def _run_report(predictor: StagedPrediction, num_networks: int, per_case: dict, summary: RunSummary, total: float,
+                extra: dict) -> dict:
     import SimpleITK
     import scipy
 
@@ -222,7 +231,7 @@ def _run_report(predictor: StagedPrediction, per_case: dict, summary: RunSummary
         "labels": dict(zip(predictor.plan.class_names, (int(v) for v in predictor.plan.label_values))),
         "device": str(predictor.device), "torch_threads": torch.get_num_threads(),
         "settings": {"step_size": predictor.step_size, "mirror_axes": list(predictor.mirror_axes),
-                     "folds": len(predictor.networks), "windows_per_batch": predictor.windows_per_batch,
+                     "folds": num_networks, "windows_per_batch": predictor.windows_per_batch,
                      "autocast": str(predictor.autocast_dtype) if predictor.autocast_dtype else "float32",
                      "channels_last": predictor.channels_last, "postprocess": predictor.postprocess,
                      "target_spacing": predictor.plan.target_spacing, "patch_size": predictor.plan.patch_size},

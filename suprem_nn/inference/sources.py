@@ -33,7 +33,7 @@ def predict_with_model_folder(input, output, folder: str | Path, settings: Predi
     """
     t_load = time.perf_counter()
     predictor = Predictor.from_model_folder(folder, (0,) if folds is None else folds, checkpoint_name, settings)
-    return run_prediction(predictor, input, output, settings, extra_report={
+    return run_prediction(predictor, input, output, settings, release_networks=True, extra_report={
         "model_load_seconds": round(time.perf_counter() - t_load, 3), "engine": predictor.engine_report,
         "fast": settings.fast, "source": source or f"model folder {folder}"})
 
@@ -46,7 +46,7 @@ def predict_with_released(input, output, suprem: Optional[str], checkpoint: Opti
     """
     t_load = time.perf_counter()
     predictor = Predictor.from_suprem(suprem, checkpoint, settings)
-    return run_prediction(predictor, input, output, settings, extra_report={
+    return run_prediction(predictor, input, output, settings, release_networks=True, extra_report={
         "model_load_seconds": round(time.perf_counter() - t_load, 3), "engine": predictor.engine_report,
         "fast": settings.fast, "source": f"suprem {predictor.plan.pretrained} {predictor.checkpoint}"})
 
@@ -75,8 +75,10 @@ def predict_with_nnunet(input, output, folder: str | Path, settings: PredictionS
                                 autocast_dtype=runtime.autocast_dtype, channels_last=runtime.channels_last,
                                 postprocess=settings.postprocess, keep_probabilities=settings.save_probabilities,
                                 progress=settings.progress)
-    return run_prediction(predictor, input, output, settings, extra_report={
-        "model_load_seconds": round(time.perf_counter() - t_load, 3), "engine": runtime.engine_report,
+    engine_report = runtime.engine_report
+    del runtime  # the predictor owns the networks now, so release_networks can free them
+    return run_prediction(predictor, input, output, settings, release_networks=True, extra_report={
+        "model_load_seconds": round(time.perf_counter() - t_load, 3), "engine": engine_report,
         "source": f"nnU-Net model folder {folder} folds {','.join(model.folds)}"})
 
 

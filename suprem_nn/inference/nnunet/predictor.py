@@ -165,12 +165,17 @@ class NnunetPredictor(StagedPrediction):
         data, props = self.prep.preprocess(images, geometry, case_id)
         return PreparedCase(case_id, data, props, list(images), geometry, {"preprocess": time.perf_counter() - t0})
 
+    def release_networks(self) -> None:
+        """As :meth:`StagedPrediction.release_networks`, the model's own list of fold networks included."""
+        super().release_networks()
+        self.model.networks = []
+
     def network_pass(self, case: PreparedCase) -> torch.Tensor:
         """Logits ``(K, x, y, z)`` on the CPU, averaged over windows, mirrors and folds in float16 as nnU-Net
         does (its sums are float16; reproducing that keeps near-tie voxels on nnU-Net's side)."""
         data = torch.from_numpy(np.ascontiguousarray(case.data))
         total = None
-        for net in self.networks:
+        for net in self._networks_or_raise():
             logits = sliding_window_predict(
                 net, data, self.prep.patch_size, self.step_size, self.mirror_axes,
                 windows_per_batch=self.windows_per_batch, device=self.device, activation=None, pad_value=0.0,

@@ -1,0 +1,129 @@
+"""Where each engine's resident memory goes for one network: load, first window, steady state.
+
+Answers "why does the OpenVINO engine peak higher than torch on a small network?" with figures. Each engine runs
+in a fresh process (so nothing is shared between them) that records its resident set size (RSS, /proc/self/statm)
+after each step:
+
+* torch: ``import`` (torch and suprem_nn), ``network`` (model loaded), ``window 1`` and ``window 2`` (one
+  forward pass each, float32, inference mode; what torch keeps afterwards is glibc's, not the network's);
+* openvino: ``import`` (torch, suprem_nn and OpenVINO), ``network`` (the torch model, needed for the cache key),
+  ``compiled`` (the compiled model loaded from the engine cache, which a first process filled), ``torch freed``
+  (the torch network dropped, as prediction does), ``window 1``, ``window 2``;
+* both: the peak RSS of the process (VmHWM), which includes what a pass holds only while it runs.
+
+The model is an nnU-Net v2 model folder (``--nnunet-model FOLDER``, fold ``all`` or ``--fold``) or a SuPreM
+backbone with fabricated release-layout weights (``--backbone unet|segresnet|swinunetr``, 32 classes, 96^3).
+
+    python benchmarks/bench_engine_memory.py --nnunet-model MODEL_FOLDER [--fold all] [--precision f32|bf16]
+    python benchmarks/bench_engine_memory.py --backbone segresnet
+
+Prints one JSON line per engine (MB after each step) and the differences that matter.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Runs in a fresh interpreter: argv = engine, model spec (JSON), precision.
+_CHILD = r'''
+import json, sys
+steps = {}
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return round(int(f.read().split()[1]) * __import__("os").sysconf("SC_PAGE_SIZE") / 2 ** 20)
+engine, spec, precision = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+import torch
+import suprem_nn.inference
+if engine == "openvino":
+    from suprem_nn.inference.openvino_engine import import_openvino
+    import_openvino()
+steps["import"] = rss_mb()
+if spec["kind"] == "nnunet":
+    from suprem_nn.inference.nnunet_model import load_nnunet_model
+    model = load_nnunet_model(spec["folder"], [spec["fold"]])
+    nets, shape = model.networks, [1, model.num_inputs, *model.configuration["patch_size"]]
+    del model
+else:
+    from suprem_nn.networks import build_network, init_from_pretrained
+    net = build_network(spec["backbone"], 1, 32)
+    init_from_pretrained(net, spec["backbone"], spec["checkpoint"])
+    nets, shape = [net.eval()], [1, 1, 96, 96, 96]
+    del net
+steps["network"] = rss_mb()
+x = torch.rand(shape)
+autocast = torch.bfloat16 if precision == "bf16" else None
+if engine == "openvino":
+    from suprem_nn.inference.engines import prepare_engine
+    runs, report = prepare_engine(nets, "openvino", torch.device("cpu"), shape, autocast)
+    steps["compiled"] = rss_mb()
+    del nets
+    import gc; gc.collect()
+    steps["torch freed"] = rss_mb()
+    status = report["cache"][0]["status"]
+else:
+    runs, status = nets, None
+for k in (1, 2):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
+        runs[0](x)
+    steps[f"window {k}"] = rss_mb()
+with open("/proc/self/status") as f:  # VmHWM: the largest RSS so far, transient buffers inside a pass included
+    hwm = [round(int(l.split()[1]) / 1024) for l in f if l.startswith("VmHWM:")][0]
+print(json.dumps({"engine": engine, "precision": precision, "cache": status, "rss_mb": steps, "peak_rss_mb": hwm}))
+'''
+
+
+def run_child(engine: str, spec: dict, precision: str, env: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", _CHILD, engine, json.dumps(spec), precision], env=env,
+                         capture_output=True, text=True, cwd=str(REPO))
+    if out.returncode != 0:
+        raise SystemExit(f"{engine} run failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--nnunet-model", type=Path)
+    src.add_argument("--backbone", choices=["unet", "segresnet", "swinunetr"])
+    ap.add_argument("--fold", default="all")
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32")
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench_engine_memory_"))
+    if args.nnunet_model:
+        spec = {"kind": "nnunet", "folder": str(args.nnunet_model), "fold": args.fold}
+    else:
+        sys.path.insert(0, str(REPO))
+        from tests.fabricated_weights import make_fake_released_checkpoint
+
+        path = make_fake_released_checkpoint(args.backbone, work / f"{args.backbone}.pth")
+        spec = {"kind": "released", "backbone": args.backbone, "checkpoint": str(path)}
+    env = {**os.environ, "SUPREM_ENGINE_CACHE": str(work / "engine_cache"),
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    first = run_child("openvino", spec, args.precision, env)  # fills the cache: the measured runs are cache hits
+    results = {"model": spec, "conversion_run": first,
+               "torch": run_child("torch", spec, args.precision, env),
+               "openvino": run_child("openvino", spec, args.precision, env)}
+    t, o = results["torch"]["rss_mb"], results["openvino"]["rss_mb"]
+    results["summary_mb"] = {
+        "torch: window 2 - import": t["window 2"] - t["import"],
+        "openvino: window 2 - import": o["window 2"] - o["import"],
+        "openvino: compiled model loaded": o["compiled"] - o["network"],
+        "openvino: first window (kept)": o["window 1"] - o["torch freed"],
+        "openvino - torch after 2 windows": o["window 2"] - t["window 2"],
+        "openvino - torch, peak RSS": results["openvino"]["peak_rss_mb"] - results["torch"]["peak_rss_mb"],
+    }
+    for name in ("torch", "openvino"):
+        print(json.dumps(results[name]))
+    print(json.dumps(results["summary_mb"]))
+    return results
+
+
+if __name__ == "__main__":
+    main()
