@@ -27,6 +27,9 @@ HEAD_CHANNELS = 8
 # Dynamic head: weights of conv 8->8, 8->8, 8->1, then their biases (153 numbers per class).
 HEAD_WEIGHT_SIZES = (HEAD_CHANNELS * HEAD_CHANNELS, HEAD_CHANNELS * HEAD_CHANNELS, HEAD_CHANNELS)
 HEAD_BIAS_SIZES = (HEAD_CHANNELS, HEAD_CHANNELS, 1)
+# Voxels per block of the dynamic heads (see UniversalModel._apply_heads): 32768 voxels of 8C = 256 hidden float32
+# channels are 32 MB.
+HEAD_VOXEL_BLOCK = 32768
 UNIVERSAL_HEAD_PREFIXES = ("organ_embedding", "precls_conv.", "GAP.", "controller.", "text_to_vision.")
 
 
@@ -95,19 +98,31 @@ class UniversalModel(nn.Module):
     def _apply_heads(self, feat8: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Run the C dynamic heads on one (8, X, Y, Z) feature map -> (C, X, Y, Z) logits.
 
-        The C heads are evaluated as one grouped convolution over the feature map
-        repeated C times (groups=C), which keeps each class's head independent.
+        The heads are 1x1x1 convolutions, i.e. per-voxel matrix products: the first layer of all C heads is one
+        (8C x 8) GEMM on the shared features, the second and third are C batched (8 x 8) and (1 x 8) products.
+        They run on blocks of :data:`HEAD_VOXEL_BLOCK` voxels: the hidden (8C, voxels) activations of a whole
+        96^3 window are 0.9 GB in float32 (what repeating the features C times for a grouped convolution cost),
+        and a block's stay in the CPU caches, which made the heads about 10x faster than that grouped
+        convolution on 2 CPU cores.
         """
         c = self.num_classes
         splits = torch.split(params, HEAD_WEIGHT_SIZES + HEAD_BIAS_SIZES, dim=1)
-        weights, biases = splits[:3], splits[3:]
-        x = feat8.unsqueeze(0).repeat(1, c, 1, 1, 1)  # (1, 8C, X, Y, Z), class-major
-        for layer, (w, b) in enumerate(zip(weights, biases)):
-            out_ch = w.shape[1] // HEAD_CHANNELS  # 8, 8, then 1
-            x = F.conv3d(x, w.reshape(c * out_ch, HEAD_CHANNELS, 1, 1, 1), b.reshape(c * out_ch), groups=c)
-            if layer < len(weights) - 1:
-                x = F.relu(x)
-        return x[0]
+        (w1, w2, w3), (b1, b2, b3) = splits[:3], splits[3:]
+        w1 = w1.reshape(c * HEAD_CHANNELS, HEAD_CHANNELS)          # class-major rows: (8C, 8)
+        b1 = b1.reshape(c * HEAD_CHANNELS, 1)
+        w2 = w2.reshape(c, HEAD_CHANNELS, HEAD_CHANNELS)            # (C, 8 out, 8 in)
+        b2 = b2.reshape(c, HEAD_CHANNELS, 1)
+        w3 = w3.reshape(c, 1, HEAD_CHANNELS)                        # (C, 1, 8)
+        b3 = b3.reshape(c, 1, 1)
+        spatial = feat8.shape[1:]
+        voxels = feat8.reshape(HEAD_CHANNELS, -1)                   # (8, N); a copy if channels_last
+        blocks = []
+        for start in range(0, voxels.shape[1], HEAD_VOXEL_BLOCK):
+            v = voxels[:, start:start + HEAD_VOXEL_BLOCK]
+            h = F.relu(torch.addmm(b1, w1, v)).reshape(c, HEAD_CHANNELS, -1)   # (C, 8, n)
+            h = F.relu(torch.baddbmm(b2, w2, h))                               # (C, 8, n)
+            blocks.append(torch.baddbmm(b3, w3, h)[:, 0])                      # (C, n)
+        return torch.cat(blocks, dim=1).reshape(c, *spatial)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-class logits of a (B, in_channels, X, Y, Z) float image batch.

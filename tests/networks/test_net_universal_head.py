@@ -78,3 +78,27 @@ def test_swin_universal_forward_shape():
         y = model(torch.randn(1, 1, 32, 32, 64))
     assert y.shape == (1, 3, 32, 32, 64)
     assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_heads_in_voxel_blocks_equal_the_per_class_products(unet_universal, monkeypatch, channels_last):
+    """The heads run on blocks of voxels; several blocks, a partial last one and a channels_last feature map
+    give the same logits as the per-class matrix products on the whole map."""
+    import suprem_nn.networks.universal as universal
+
+    model = unet_universal[0]
+    monkeypatch.setattr(universal, "HEAD_VOXEL_BLOCK", 4096)
+    torch.manual_seed(1)
+    feats = torch.randn(1, 8, 20, 20, 24)  # 9600 voxels: blocks of 4096, 4096 and 1408
+    if channels_last:
+        feats = feats.contiguous(memory_format=torch.channels_last_3d)
+    params = torch.randn(model.num_classes, 153) * 0.3
+    with torch.no_grad():
+        ours = model._apply_heads(feats[0], params)
+    flat = feats[0].reshape(8, -1)
+    for c in range(model.num_classes):
+        p = params[c]
+        z = F.relu(p[:64].view(8, 8) @ flat + p[136:144, None])
+        z = F.relu(p[64:128].view(8, 8) @ z + p[144:152, None])
+        expected = (p[128:136].view(1, 8) @ z + p[152:153, None]).view(20, 20, 24)
+        assert torch.allclose(ours[c], expected, atol=1e-5)
