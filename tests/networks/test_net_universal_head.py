@@ -102,3 +102,22 @@ def test_heads_in_voxel_blocks_equal_the_per_class_products(unet_universal, monk
         z = F.relu(p[64:128].view(8, 8) @ z + p[144:152, None])
         expected = (p[128:136].view(1, 8) @ z + p[152:153, None]).view(20, 20, 24)
         assert torch.allclose(ours[c], expected, atol=1e-5)
+
+
+def test_traced_heads_use_the_larger_block(unet_universal, monkeypatch):
+    """A trace (OpenVINO's conversion) unrolls every block: it uses HEAD_VOXEL_BLOCK_TRACED, fewer and larger
+    blocks, and gives the same logits as the eager network."""
+    import suprem_nn.networks.universal as universal
+
+    model = unet_universal[0]
+    monkeypatch.setattr(universal, "HEAD_VOXEL_BLOCK", 1024)
+    monkeypatch.setattr(universal, "HEAD_VOXEL_BLOCK_TRACED", 2048)
+    torch.manual_seed(2)
+    feats, params = torch.randn(8, 16, 16, 16), torch.randn(model.num_classes, 153) * 0.3
+    with torch.no_grad():
+        eager = model._apply_heads(feats, params)
+        traced = torch.jit.trace(lambda f, p: model._apply_heads(f, p), (feats, params), check_trace=False)
+    addmm_calls = [n for n in traced.graph.nodes() if n.kind() == "aten::addmm"]
+    assert len(addmm_calls) == 4096 // 2048
+    with torch.no_grad():
+        assert torch.allclose(traced(feats, params), eager, atol=1e-5)
