@@ -56,3 +56,31 @@ def test_window_logits_equal_torch(name, tmp_path, monkeypatch):
             if isinstance(m, BatchStatsBatchNorm3d):
                 m.batch_stats_in_eval = False
         assert float((_torch_logits(net, x) - ours).abs().max()) > 0.1
+
+
+def test_kept_channels_are_copied_out_and_windows_do_not_share_buffers(tmp_path, monkeypatch):
+    """Only the kept output channels are copied out of OpenVINO's output buffer, and a window's logits stay
+    what they were after the next window runs (the request reuses that buffer); the sliding window with a class
+    subset gives torch's probabilities."""
+    from suprem_nn.inference.sliding_window import sliding_window_predict
+
+    monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
+    net = _network("segresnet")
+    (ov_net,), _ = prepare_engine([net], "openvino", CPU, (1, 1, 32, 32, 32), None)
+    torch.manual_seed(3)
+    x1, x2 = torch.randn(1, 1, 32, 32, 32), torch.randn(1, 1, 32, 32, 32)
+    full1 = ov_net(x1)
+    kept = ov_net(x1, keep_channels=torch.tensor([2, 0]))
+    assert kept.shape == (1, 2, 32, 32, 32) and torch.equal(kept, full1[:, [2, 0]])
+    first = ov_net(x1)
+    ov_net(x2)  # overwrites the request's output buffer
+    assert torch.equal(first, full1)
+
+    volume = torch.randn(1, 40, 36, 48)
+    common = dict(patch_size=(32, 32, 32), step_size=0.5, mirror_axes=(0, 2), activation="sigmoid",
+                  keep_channels=[2, 0])
+    ours = sliding_window_predict(ov_net, volume, **common)
+    with torch.inference_mode():
+        reference = sliding_window_predict(net, volume, **common)
+    assert ours.shape == (2, 40, 36, 48)
+    assert float((ours - reference).abs().max()) < 1e-4
