@@ -33,11 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Runs in a fresh interpreter: argv = engine, model spec (JSON), precision.
 _CHILD = r'''
-import json, sys
+import json, os, sys
 steps = {}
 def rss_mb():
     with open("/proc/self/statm") as f:
-        return round(int(f.read().split()[1]) * __import__("os").sysconf("SC_PAGE_SIZE") / 2 ** 20)
+        return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20)
 engine, spec, precision = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 import torch
 import suprem_nn.inference

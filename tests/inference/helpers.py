@@ -53,3 +53,43 @@ def make_model_folder(root: Path, plan: Plan, folds=(0,), seed: int = 0) -> Path
         torch.save({"network_weights": net.state_dict(), "network": plan.network, "num_inputs": plan.num_inputs,
                     "num_outputs": plan.num_outputs, "epoch": 1}, folder / f"fold_{fold}" / "checkpoint_final.pth")
     return folder
+
+
+def make_nnunet_model_folder(root: Path) -> Path:
+    """A 3-stage PlainConvUNet nnU-Net v2 model folder with random weights (what nnUNetv2_train writes)."""
+    import json
+
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    arch = {"n_stages": 3, "features_per_stage": [4, 8, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+            "n_conv_per_stage": [1, 1, 1], "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True}}
+    folder = root / "Dataset990_Fab" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    (folder / "fold_0").mkdir(parents=True)
+    plans = {"dataset_name": "Dataset990_Fab", "plans_name": "nnUNetPlans", "image_reader_writer": "SimpleITKIO",
+             "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+             "foreground_intensity_properties_per_channel": {"0": {
+                 "max": 1300.0, "mean": 50.0, "median": 55.0, "min": -1000.0, "percentile_00_5": -900.0,
+                 "percentile_99_5": 250.0, "std": 100.0}},
+             "configurations": {"3d_fullres": {
+                 "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+                 "batch_size": 2, "patch_size": [32, 32, 32], "spacing": [6.0, 6.0, 6.0],
+                 "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
+                 "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                                  "arch_kwargs": arch,
+                                  "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}}}}
+    (folder / "plans.json").write_text(json.dumps(plans))
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "file_ending": ".nii.gz",
+                                                     "labels": {"background": 0, "liver": 1, "spleen": 2}}))
+    torch.manual_seed(0)
+    net = PlainConvUNet(input_channels=1, num_classes=3, deep_supervision=False, conv_op=torch.nn.Conv3d,
+                        norm_op=torch.nn.InstanceNorm3d, dropout_op=None, nonlin=torch.nn.LeakyReLU,
+                        **{k: arch[k] for k in ("n_stages", "features_per_stage", "kernel_sizes", "strides",
+                                                "n_conv_per_stage", "n_conv_per_stage_decoder", "conv_bias",
+                                                "norm_op_kwargs", "nonlin_kwargs")})
+    torch.save({"network_weights": net.state_dict(), "inference_allowed_mirroring_axes": [0, 1, 2]},
+               folder / "fold_0" / "checkpoint_final.pth")
+    return folder

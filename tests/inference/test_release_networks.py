@@ -18,8 +18,7 @@ from suprem_nn.inference.nnunet.predictor import NnunetPredictor  # noqa: E402
 from suprem_nn.inference.predictor import Predictor  # noqa: E402
 from suprem_nn.io.image_io import read_image  # noqa: E402
 
-from .helpers import make_model_folder, tiny_plan  # noqa: E402
-from .test_engine_model_sources import _nnunet_model_folder  # noqa: E402
+from .helpers import make_model_folder, make_nnunet_model_folder, tiny_plan  # noqa: E402
 
 CASES = ["ts_abdomen_sm_3mm", "ts_upper_abdomen_ce_dicom"]  # sorted: the second one is exported last
 
@@ -59,7 +58,7 @@ def test_last_export_runs_without_the_compiled_network(real_ct, tmp_path, monkey
         predictor_class = Predictor
     else:
         pytest.importorskip("dynamic_network_architectures")
-        model = {"nnunet_model": _nnunet_model_folder(tmp_path / "nnunet_results"), "folds": [0]}
+        model = {"nnunet_model": make_nnunet_model_folder(tmp_path / "nnunet_results"), "folds": [0]}
         predictor_class = NnunetPredictor
     # Sequential (-np 0): each export follows its own network pass, so only the last one can run without it.
     reference = predict(inp, tmp_path / "torch", engine="torch", fp32=True, num_workers=0, disable_tta=True,
