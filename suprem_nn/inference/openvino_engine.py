@@ -214,6 +214,18 @@ class OpenVINONetwork(nn.Module):
                            else shared.clone())
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
+    def release_buffers(self) -> None:
+        """Give the activation buffers back until the next call; the compiled weights stay.
+
+        A compiled model plans its activation buffers once and keeps them between calls (224 MB for nnU-Net's
+        32 x 112 x 128 PlainConvUNet). :func:`~suprem_nn.inference.sliding_window_predict` calls this at the end
+        of each volume's pass, so a case's export, the next case's reading and the other folds' passes do not
+        carry them. The next call allocates them again (about 0.05 s for that network).
+        """
+        release = getattr(self.compiled, "release_memory", None)  # older OpenVINO releases lack it
+        if release is not None:
+            release()
+
     def extra_repr(self) -> str:
         """``input_shape=..., precision=...`` for the module's repr."""
         return f"input_shape={self.input_shape}, precision={self.precision}"

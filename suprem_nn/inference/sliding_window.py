@@ -274,6 +274,11 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
     finally:
         bar.close()
         network.train(was_training)
+        # An engine that keeps activation buffers between calls (OpenVINO) frees them now, before the
+        # activation and the export below, and before the next fold's network allocates its own.
+        release = getattr(network, "release_buffers", None)
+        if callable(release):
+            release()
 
     accum /= weights
     del weights

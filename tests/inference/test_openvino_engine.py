@@ -2,6 +2,8 @@
 each conversion to seconds; benchmarks/bench_engines.py measures SuPreM's full-size networks at 96^3)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -84,3 +86,33 @@ def test_kept_channels_are_copied_out_and_windows_do_not_share_buffers(tmp_path,
         reference = sliding_window_predict(net, volume, **common)
     assert ours.shape == (2, 40, 36, 48)
     assert float((ours - reference).abs().max()) < 1e-4
+
+
+def _rss_mb() -> float:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="reads the resident set size from /proc (Linux)")
+def test_sliding_window_gives_the_activation_buffers_back(tmp_path, monkeypatch):
+    """After a volume's pass the compiled model no longer holds its activation buffers (they would otherwise
+    stay allocated through the export and the next case's reading), and the next pass allocates them again
+    and gives the same logits."""
+    from suprem_nn.inference.sliding_window import sliding_window_predict
+
+    monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    # 96^3 with 8 filters: about 80 MB of planned buffers, well above the noise of the process's RSS
+    net = build_network("segresnet", 1, 3, init_filters=8).eval()
+    (ov_net,), _ = prepare_engine([net], "openvino", CPU, (1, 1, 96, 96, 96), None)
+    volume = torch.randn(1, 96, 96, 96, generator=torch.Generator().manual_seed(5))
+    direct = ov_net(volume[None])  # allocates the buffers, which a bare call keeps
+    held = _rss_mb()
+    first = sliding_window_predict(ov_net, volume, (96, 96, 96), use_gaussian=False)
+    released = _rss_mb()
+    assert released < held - 40, (held, released)
+    second = sliding_window_predict(ov_net, volume, (96, 96, 96), use_gaussian=False)
+    assert torch.equal(first, second)
+    assert torch.equal(first, direct[0])  # one window, uniform weights: the pass returns that window's logits
