@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import SupremError
+from ..utils.heap import release_free_heap
 
 __all__ = ["ENGINES", "EngineError", "choose_engine", "prepare_engine", "openvino_problem"]
 
@@ -159,9 +160,9 @@ def _convert_and_check(net, input_shape, precision, threads, convert_network, co
     """Convert ``net``, check its f32 logits against torch's on one sample window, compile at ``precision``."""
     from .openvino_engine import OpenVINONetwork
 
-    model = convert_network(net, input_shape)
-    checked = compile_model(model, "f32", threads)
     sample = torch.randn([int(s) for s in input_shape], generator=torch.Generator().manual_seed(1))
+    # torch's reference pass first, while no compiled model exists yet: a float32 pass of SuPreM's U-Net at 96^3
+    # needs about 2 GB of activations, which on top of the compiled check model made a first run's peak.
     with torch.inference_mode():
         was_training = net.training
         net.eval()
@@ -169,9 +170,16 @@ def _convert_and_check(net, input_shape, precision, threads, convert_network, co
             reference = net(sample).float()
         finally:
             net.train(was_training)
-        ours = OpenVINONetwork(checked, input_shape, False, "f32")(sample)
+    model = convert_network(net, input_shape)  # tracing runs the network once more in torch
+    release_free_heap()  # what the two torch passes freed stays resident otherwise (utils/heap.py)
+    checked = compile_model(model, "f32", threads)
+    check_network = OpenVINONetwork(checked, input_shape, False, "f32")
+    with torch.inference_mode():
+        ours = check_network(sample)
+    check_network.release_buffers()  # the prediction's first window allocates them again
     diff = float((ours - reference).abs().max())
     scale = max(1.0, float(reference.abs().max()))
+    del reference, ours
     if not diff <= CHECK_TOLERANCE * scale:  # also catches NaN
         raise RuntimeError(f"converted outputs differ from torch's by {diff:.3g} (limit "
                            f"{CHECK_TOLERANCE * scale:.3g})")
@@ -179,5 +187,5 @@ def _convert_and_check(net, input_shape, precision, threads, convert_network, co
         return checked, float(f"{diff:.3g}")
     # The f32 check model holds its own weights and activation buffers: free it before the bf16 one is built,
     # so a first run's peak memory is not the sum of both.
-    del checked, ours
+    del checked, check_network
     return compile_model(model, precision, threads), float(f"{diff:.3g}")

@@ -22,6 +22,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..utils.heap import release_free_heap
+
 __all__ = ["import_openvino", "openvino_version", "convert_network", "compile_model", "import_compiled",
            "export_compiled", "compiled_precision", "OpenVINONetwork", "PRECISIONS"]
 
@@ -225,6 +227,9 @@ class OpenVINONetwork(nn.Module):
         release = getattr(self.compiled, "release_memory", None)  # older OpenVINO releases lack it
         if release is not None:
             release()
+            # The buffers are malloc'ed: once the process has freed large blocks, glibc keeps such memory in its
+            # heap instead of unmapping it (suprem_nn/utils/heap.py).
+            release_free_heap()
 
     def extra_repr(self) -> str:
         """``input_shape=..., precision=...`` for the module's repr."""

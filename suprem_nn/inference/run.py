@@ -29,6 +29,7 @@ import torch
 from ..errors import SupremError
 from ..io.image_io import image_ending, read_image
 from ..utils.atomic import remove_stale_temporaries
+from ..utils.heap import release_free_heap
 from .cases import PredictionCase, find_cases
 from .parts import merge_part_files, part_suffix, select_part
 from .predictor import StagedPrediction
@@ -115,6 +116,7 @@ def run_prediction(predictor: StagedPrediction, input, output, settings: Optiona
         t_read = time.perf_counter() - t0
         prepared = predictor.prepare(images, geometry, case.case_id)
         prepared.timings["read"] = t_read
+        release_free_heap()  # the resampler's temporaries, freed in this thread's heap
         return prepared
 
     def finish(case: PredictionCase, prepared, probs):
@@ -128,6 +130,7 @@ def run_prediction(predictor: StagedPrediction, input, output, settings: Optiona
             stats[case.case_id] = case_statistics(result, prepared.images[0])
         per_case[case.case_id] = {k: round(v, 3) for k, v in result.timings.items()}
         summary.cases.append(case.case_id)
+        release_free_heap()  # the export's full-size volumes
 
     def fail(case: PredictionCase, exc: BaseException):
         if isinstance(exc, SupremError):
@@ -171,6 +174,7 @@ def run_prediction(predictor: StagedPrediction, input, output, settings: Optiona
                 t0 = time.perf_counter()
                 probs = predictor.network_pass(prepared)
                 prepared.timings["network"] = time.perf_counter() - t0
+                release_free_heap()  # the windows' outputs and the accumulators' temporaries
             except Exception as exc:  # noqa: BLE001
                 fail(case, exc)
                 bar.update(1)
