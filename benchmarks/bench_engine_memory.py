@@ -9,7 +9,9 @@ after each step:
 * openvino: ``import`` (torch, suprem_nn and OpenVINO), ``network`` (the torch model, needed for the cache key),
   ``compiled`` (the compiled model loaded from the engine cache, which a first process filled), ``torch freed``
   (the torch network dropped, as prediction does), ``window 1``, ``window 2``;
-* both: the peak RSS of the process (VmHWM), which includes what a pass holds only while it runs.
+* both: ``pass ended`` (what the end of a volume's pass does: OpenVINO releases its activation buffers,
+  ``release_buffers``, and freed heap memory goes back to the OS, ``suprem_nn.utils.heap``), and the peak RSS
+  of the process (VmHWM), which includes what a pass holds only while it runs.
 
 The model is an nnU-Net v2 model folder (``--nnunet-model FOLDER``, fold ``all`` or ``--fold``) or a SuPreM
 backbone with fabricated release-layout weights (``--backbone unet|segresnet|swinunetr``, 32 classes, 96^3).
@@ -52,6 +54,7 @@ if spec["kind"] == "nnunet":
     del model
 else:
     from suprem_nn.networks import build_network, init_from_pretrained
+    torch.manual_seed(0)  # layers the fabricated file leaves out start the same in every process (one cache key)
     net = build_network(spec["backbone"], 1, 32)
     init_from_pretrained(net, spec["backbone"], spec["checkpoint"])
     nets, shape = [net.eval()], [1, 1, 96, 96, 96]
@@ -73,6 +76,12 @@ for k in (1, 2):
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
         runs[0](x)
     steps[f"window {k}"] = rss_mb()
+# what the end of a volume's pass does: OpenVINO gives its buffers back, both return freed heap memory
+if engine == "openvino":
+    runs[0].release_buffers()
+from suprem_nn.utils.heap import release_free_heap
+release_free_heap()
+steps["pass ended"] = rss_mb()
 with open("/proc/self/status") as f:  # VmHWM: the largest RSS so far, transient buffers inside a pass included
     hwm = [round(int(l.split()[1]) / 1024) for l in f if l.startswith("VmHWM:")][0]
 print(json.dumps({"engine": engine, "precision": precision, "cache": status, "rss_mb": steps, "peak_rss_mb": hwm}))
@@ -117,6 +126,8 @@ def main(argv=None) -> dict:
         "openvino: compiled model loaded": o["compiled"] - o["network"],
         "openvino: first window (kept)": o["window 1"] - o["torch freed"],
         "openvino - torch after 2 windows": o["window 2"] - t["window 2"],
+        "openvino: given back at the end of a pass": o["window 2"] - o["pass ended"],
+        "openvino - torch after a pass ended": o["pass ended"] - t["pass ended"],
         "openvino - torch, peak RSS": results["openvino"]["peak_rss_mb"] - results["torch"]["peak_rss_mb"],
     }
     for name in ("torch", "openvino"):

@@ -94,10 +94,11 @@ class StagedPrediction:
     def release_networks(self) -> None:
         """Free the networks once no more network passes will run; cases already passed can still be exported.
 
-        An engine's compiled model keeps its activation buffers allocated between calls (OpenVINO: about 280 MB
-        for nnU-Net's 32 x 112 x 128 window, 2-3x its weights, ``benchmarks/bench_engine_memory.py``), so a
-        files run that owns its predictor frees them before the last case's export instead of carrying them
-        into it. ``network_pass`` raises afterwards.
+        A files run that owns its predictor calls this after the last case's network pass, so the last export
+        does not carry the weights (an OpenVINO compiled model also keeps the CPU plugin's repacked copy of them;
+        its activation buffers are already given back at the end of each pass, see
+        :meth:`~suprem_nn.inference.openvino_engine.OpenVINONetwork.release_buffers`). ``network_pass`` raises
+        afterwards.
         """
         self.networks = []
 
