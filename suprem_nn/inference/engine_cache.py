@@ -14,6 +14,7 @@ import functools
 import hashlib
 import inspect
 import json
+import mmap
 import os
 import platform
 from pathlib import Path
@@ -113,9 +114,15 @@ def key_name(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def read_entry(key: dict, root: Optional[Path] = None) -> tuple[Optional[bytes], str]:
+def read_entry(key: dict, root: Optional[Path] = None) -> tuple[Optional[mmap.mmap], str]:
     """``(blob, "hit")`` for a complete, intact entry; ``(None, "miss")`` when there is none; ``(None,
-    "corrupt")`` when one exists but fails its checks (the caller rebuilds it)."""
+    "corrupt")`` when one exists but fails its checks (the caller rebuilds it).
+
+    The blob comes back memory-mapped copy-on-write, not read into memory: the compiled model refers to it
+    instead of holding a copy, and its pages can be dropped once the CPU plugin has repacked the weights
+    (:meth:`~suprem_nn.inference.openvino_engine.OpenVINONetwork.release_buffers`). Entries are only ever
+    replaced by a rename, so a mapped blob never changes under a running prediction.
+    """
     root = engine_cache_root() if root is None else Path(root)
     name = key_name(key)
     meta_path, blob_path = root / f"{name}.json", root / f"{name}.blob"
@@ -123,11 +130,13 @@ def read_entry(key: dict, root: Optional[Path] = None) -> tuple[Optional[bytes],
         return None, "miss"
     try:
         meta = json.loads(meta_path.read_text())
-        blob = blob_path.read_bytes()
-    except (OSError, ValueError):
+        with open(blob_path, "rb") as f:
+            blob = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    except (OSError, ValueError):  # ValueError: an empty blob cannot be mapped
         return None, "corrupt"
     if not isinstance(meta, dict) or meta.get("key") != key or meta.get("bytes") != len(blob) \
             or meta.get("sha256") != hashlib.sha256(blob).hexdigest():
+        blob.close()
         return None, "corrupt"
     return blob, "hit"
 

@@ -14,6 +14,7 @@ converted, its f32 output checked against torch on one sample window, compiled, 
 from __future__ import annotations
 
 import logging
+import mmap
 import time
 from typing import Optional, Sequence
 
@@ -148,8 +149,11 @@ def _openvino_networks(networks, input_shape, autocast_dtype) -> tuple[list, dic
         entry["file"] = str(cache.entry_path(key))
         entry["megabytes"] = round(len(blob) / 2 ** 20, 1)
         report["cache"].append(entry)
+        mapped = blob if entry["status"] == "hit" else None  # imported without a copy: the model refers to it
         wrapped.append(OpenVINONetwork(compiled, input_shape, network_uses_batch_statistics(net),
-                                       compiled_precision(compiled)))
+                                       compiled_precision(compiled), blob=mapped))
+        if mapped is not None:
+            mapped.madvise(mmap.MADV_DONTNEED)  # the plugin repacked the weights on import
     report["precision"] = wrapped[0].precision
     report["convert_seconds"] = round(report["convert_seconds"], 3)
     report["load_seconds"] = round(report["load_seconds"], 3)

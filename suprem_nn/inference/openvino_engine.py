@@ -15,6 +15,7 @@ OpenVINO's usage telemetry is switched off before OpenVINO is imported (:func:`i
 from __future__ import annotations
 
 import importlib
+import mmap
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -127,20 +128,28 @@ def compile_model(model, precision: str, threads: int):
     return ov.Core().compile_model(model, "CPU", _config(precision, threads))
 
 
-def import_compiled(blob: bytes, precision: str, threads: int):
-    """A compiled model back from the bytes of ``CompiledModel.export_model()``.
+def import_compiled(blob, precision: str, threads: int):
+    """A compiled model back from what ``CompiledModel.export_model()`` wrote.
 
     Parameters
     ----------
-    blob : bytes
-        The exported model (an engine-cache entry).
+    blob : bytes or mmap.mmap
+        The exported model (an engine-cache entry). A writable memory map (copy-on-write, as
+        :func:`~suprem_nn.inference.engine_cache.read_entry` gives) is imported without a copy: the compiled
+        model then refers to it, so keep it alive as long as the model (:class:`OpenVINONetwork` does).
     precision, threads
         As in :func:`compile_model`.
     """
     import io
 
+    import numpy as np
+
     ov = import_openvino()
-    return ov.Core().import_model(io.BytesIO(blob), "CPU", _config(precision, threads))
+    if isinstance(blob, mmap.mmap):
+        source = ov.Tensor(np.frombuffer(blob, dtype=np.uint8), shared_memory=True)
+    else:
+        source = io.BytesIO(blob)
+    return ov.Core().import_model(source, "CPU", _config(precision, threads))
 
 
 def export_compiled(compiled) -> bytes:
@@ -166,12 +175,16 @@ class OpenVINONetwork(nn.Module):
         input_shape: that window shape.
         uses_batch_statistics: copied from the torch network, so the sliding window keeps one window per call.
         precision: what the compiled model runs in ("f32" / "bf16"), for reports.
+        blob: the memory-mapped cache entry ``compiled`` was imported from without a copy (kept alive here);
+            None when it was compiled in this process or imported from bytes.
     """
 
-    def __init__(self, compiled, input_shape: Sequence[int], uses_batch_statistics: bool, precision: str):
+    def __init__(self, compiled, input_shape: Sequence[int], uses_batch_statistics: bool, precision: str,
+                 blob: Optional[mmap.mmap] = None):
         super().__init__()
         self.compiled = compiled
-        self.request = compiled.create_infer_request()
+        self.blob = blob
+        self.request = None  # made by the first call after construction or release_buffers
         self.input_shape = tuple(int(s) for s in input_shape)
         self.uses_batch_statistics = bool(uses_batch_statistics)
         self.precision = precision
@@ -205,6 +218,8 @@ class OpenVINONetwork(nn.Module):
         if x.dim() != len(self.input_shape) or tuple(x.shape[1:]) != self.input_shape[1:]:
             raise ValueError(f"this OpenVINO model was compiled for windows of shape {self.input_shape[1:]}, "
                              f"got {tuple(x.shape)}")
+        if self.request is None:
+            self.request = self.compiled.create_infer_request()
         outputs = []
         for window in x.split(1):
             array = window.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
@@ -217,19 +232,31 @@ class OpenVINONetwork(nn.Module):
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     def release_buffers(self) -> None:
-        """Give the activation buffers back until the next call; the compiled weights stay.
+        """Give back what a pass needs and the next one rebuilds; the compiled weights stay.
 
-        A compiled model plans its activation buffers once and keeps them between calls (224 MB for nnU-Net's
-        32 x 112 x 128 PlainConvUNet). :func:`~suprem_nn.inference.sliding_window_predict` calls this at the end
-        of each volume's pass, so a case's export, the next case's reading and the other folds' passes do not
-        carry them. The next call allocates them again (about 0.05 s for that network).
+        Released, each measured for nnU-Net's 32 x 112 x 128 PlainConvUNet (f32) and SuPreM's SegResNet at 96³
+        (bf16), ``benchmarks/bench_engine_memory.py``:
+
+        * the activation buffers the compiled model planned once and keeps between calls (224 / 111 MB);
+        * the infer request with its output buffer (25 / 108 MB);
+        * the resident pages of the memory-mapped cache entry: the CPU plugin repacked the weights from it on
+          import (about the entry's size: 58 MB for the PlainConvUNet); they are read again from the file
+          should OpenVINO need them.
+
+        :func:`~suprem_nn.inference.sliding_window_predict` calls this at the end of each volume's pass, so a
+        case's export, the next case's reading and the other folds' passes do not carry them. The next call
+        allocates them again (0.05-0.3 s).
         """
         release = getattr(self.compiled, "release_memory", None)  # older OpenVINO releases lack it
         if release is not None:
             release()
-            # The buffers are malloc'ed: once the process has freed large blocks, glibc keeps such memory in its
-            # heap instead of unmapping it (suprem_nn/utils/heap.py).
-            release_free_heap()
+        self.request = None
+        if self.blob is not None:
+            # The mapping is private and OpenVINO only reads it, so dropped pages come back unchanged from the file.
+            self.blob.madvise(mmap.MADV_DONTNEED)
+        # The buffers are malloc'ed: once the process has freed large blocks, glibc keeps such memory in its
+        # heap instead of unmapping it (suprem_nn/utils/heap.py).
+        release_free_heap()
 
     def extra_repr(self) -> str:
         """``input_shape=..., precision=...`` for the module's repr."""

@@ -116,3 +116,32 @@ def test_sliding_window_gives_the_activation_buffers_back(tmp_path, monkeypatch)
     second = sliding_window_predict(ov_net, volume, (96, 96, 96), use_gaussian=False)
     assert torch.equal(first, second)
     assert torch.equal(first, direct[0])  # one window, uniform weights: the pass returns that window's logits
+
+
+def test_cached_model_runs_from_the_mapped_entry_and_survives_dropped_pages(tmp_path, monkeypatch):
+    """A cache hit imports the memory-mapped entry without a copy. Dropping its pages at the end of a pass
+    changes no logit, OpenVINO never writes into the mapping, and an entry replaced on disk meanwhile (a rename,
+    as write_entry does) does not reach the running model."""
+    import hashlib
+    import mmap
+
+    from suprem_nn.inference import engine_cache
+
+    monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
+    net = _network("segresnet")
+    shape = (1, 1, 32, 32, 32)
+    prepare_engine([net], "openvino", CPU, shape, None)  # converts and stores the entry
+    (ov_net,), report = prepare_engine([net], "openvino", CPU, shape, None)
+    assert report["cache"][0]["status"] == "hit" and isinstance(ov_net.blob, mmap.mmap)
+    entry = Path(report["cache"][0]["file"])
+    on_disk = hashlib.sha256(entry.read_bytes()).hexdigest()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(11))
+    first = _torch_logits(ov_net, x)
+    ov_net.release_buffers()
+    key = engine_cache.cache_key(engine_cache.network_fingerprint(net), shape, "f32", report["version"])
+    engine_cache.write_entry(key, b"another model")  # replaces the file by a rename
+    assert _torch_logits(ov_net, x).equal(first)
+    ov_net.release_buffers()
+    assert _torch_logits(ov_net, x).equal(first)
+    assert hashlib.sha256(ov_net.blob).hexdigest() == on_disk
+    assert float((first - _torch_logits(net, x)).abs().max()) <= 1e-3
