@@ -14,7 +14,6 @@ converted, its f32 output checked against torch on one sample window, compiled, 
 from __future__ import annotations
 
 import logging
-import mmap
 import time
 from typing import Optional, Sequence
 
@@ -152,8 +151,9 @@ def _openvino_networks(networks, input_shape, autocast_dtype) -> tuple[list, dic
         mapped = blob if entry["status"] == "hit" else None  # imported without a copy: the model refers to it
         wrapped.append(OpenVINONetwork(compiled, input_shape, network_uses_batch_statistics(net),
                                        compiled_precision(compiled), blob=mapped))
-        if mapped is not None:
-            mapped.madvise(mmap.MADV_DONTNEED)  # the plugin repacked the weights on import
+        # Start lean: the plugin repacked the weights on import, so the mapping's pages (and a conversion's freed
+        # memory) can go until a pass needs them.
+        wrapped[-1].release_buffers()
     report["precision"] = wrapped[0].precision
     report["convert_seconds"] = round(report["convert_seconds"], 3)
     report["load_seconds"] = round(report["load_seconds"], 3)

@@ -4,7 +4,7 @@ glibc serves allocations below its mmap threshold from per-thread heaps, and rai
 each time a larger block is freed. Window outputs, accumulators and resampling buffers of tens of MB therefore
 end up in the heaps of the reading, network and export threads; when freed they stay resident until
 ``malloc_trim`` returns their pages. Measured on three CTs with an nnU-Net model (mirroring, float32,
-documentation/benchmarks.md): peak RSS 1,288 -> 1,062 MB with OpenVINO and 1,172 -> 1,066 MB with torch, and
+documentation/benchmarks.md): peak RSS 1,288 -> 1,056 MB with OpenVINO and 1,172 -> 1,117 MB with torch, and
 no slower.
 """
 from __future__ import annotations
