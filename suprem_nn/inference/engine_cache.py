@@ -1,6 +1,6 @@
 """On-disk cache of compiled engine models, so that only the first run with a network pays for its conversion.
 
-One entry per network weights + code, window shape, precision, library versions and CPU: ``<key>.blob`` (the
+One entry per network weights + code, window shape, output channels, precision, library versions and CPU: ``<key>.blob`` (the
 compiled model's bytes) and ``<key>.json`` (what went into the key, the blob's size and SHA-256). The JSON is
 written last, after the blob, both atomically (:mod:`suprem_nn.utils.atomic`), so an entry whose JSON exists is
 complete. A blob that is missing, truncated or altered fails the size/SHA-256 check and is rebuilt; an entry
@@ -85,7 +85,8 @@ def cpu_identity() -> str:
     return f"{model}|{hashlib.sha256(flags.encode()).hexdigest()[:16]}"
 
 
-def cache_key(fingerprint: str, input_shape: Sequence[int], precision: str, engine_version: str) -> dict:
+def cache_key(fingerprint: str, input_shape: Sequence[int], precision: str, engine_version: str,
+              output_channels: Optional[Sequence[int]] = None) -> dict:
     """Everything an entry depends on; :func:`key_name` hashes it into the file name.
 
     Parameters
@@ -98,6 +99,8 @@ def cache_key(fingerprint: str, input_shape: Sequence[int], precision: str, engi
         Inference precision, e.g. ``"f32"`` or ``"bf16"``.
     engine_version : str
         Version of the engine that compiled the entry.
+    output_channels : sequence of int, optional
+        The network's output channels the compiled model returns (None: all of them).
 
     Returns
     -------
@@ -105,7 +108,9 @@ def cache_key(fingerprint: str, input_shape: Sequence[int], precision: str, engi
         These plus the cache format, torch and suprem_nn versions and :func:`cpu_identity`.
     """
     return {"format": FORMAT, "network": fingerprint, "input_shape": [int(s) for s in input_shape],
-            "precision": precision, "engine_version": engine_version, "torch": torch.__version__,
+            "precision": precision, "engine_version": engine_version,
+            "output_channels": None if output_channels is None else [int(c) for c in output_channels],
+            "torch": torch.__version__,
             "suprem_nn": suprem_version, "cpu": cpu_identity()}
 
 

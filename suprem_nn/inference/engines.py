@@ -80,11 +80,14 @@ def choose_engine(engine: Optional[str], device: torch.device) -> tuple[str, boo
 
 
 def prepare_engine(networks: Sequence[nn.Module], engine: Optional[str], device: torch.device,
-                   input_shape: Sequence[int], autocast_dtype: Optional[torch.dtype]) -> tuple[list, dict]:
+                   input_shape: Sequence[int], autocast_dtype: Optional[torch.dtype],
+                   output_channels: Optional[Sequence[int]] = None) -> tuple[list, dict]:
     """``(networks to run, report)`` for ``engine`` (None = default) on windows of ``input_shape`` = (1, C, *patch).
 
     ``autocast_dtype`` is the torch precision decision (:mod:`suprem_nn.inference.precision`): bfloat16 becomes
-    OpenVINO's bf16 inference precision, None its f32. The report goes into run_report.json under "engine".
+    OpenVINO's bf16 inference precision, None its f32. ``output_channels``: the only output channels the
+    prediction keeps (its ``keep_channels``), or None for all; OpenVINO then computes and holds only these, and
+    must be called with exactly them. The report goes into run_report.json under "engine".
     """
     name, explicit = choose_engine(engine, device)
     if name == "torch":
@@ -92,7 +95,7 @@ def prepare_engine(networks: Sequence[nn.Module], engine: Optional[str], device:
     problem = openvino_problem()
     if problem is None:
         try:
-            return _openvino_networks(networks, input_shape, autocast_dtype)
+            return _openvino_networks(networks, input_shape, autocast_dtype, output_channels)
         except Exception as exc:  # noqa: BLE001 - a third-party converter may raise anything; see fallback below
             problem = f"OpenVINO could not convert the network ({_first_line(exc)})"
     if explicit:
@@ -107,7 +110,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
-def _openvino_networks(networks, input_shape, autocast_dtype) -> tuple[list, dict]:
+def _openvino_networks(networks, input_shape, autocast_dtype, output_channels) -> tuple[list, dict]:
     from . import engine_cache as cache
     from .openvino_engine import (OpenVINONetwork, compile_model, compiled_precision, convert_network,
                                   export_compiled, import_compiled, openvino_version)
@@ -117,11 +120,12 @@ def _openvino_networks(networks, input_shape, autocast_dtype) -> tuple[list, dic
     threads = torch.get_num_threads()
     version = openvino_version()
     report = {"name": "openvino", "version": version, "precision_requested": precision, "cache": [],
-              "convert_seconds": 0.0, "load_seconds": 0.0, "cache_folder": str(cache.engine_cache_root())}
+              "convert_seconds": 0.0, "load_seconds": 0.0, "cache_folder": str(cache.engine_cache_root()),
+              "output_channels": None if output_channels is None else [int(c) for c in output_channels]}
     wrapped = []
     for net in networks:
         t0 = time.perf_counter()
-        key = cache.cache_key(cache.network_fingerprint(net), input_shape, precision, version)
+        key = cache.cache_key(cache.network_fingerprint(net), input_shape, precision, version, output_channels)
         blob, status = cache.read_entry(key)
         compiled = None
         if blob is not None:
@@ -131,8 +135,9 @@ def _openvino_networks(networks, input_shape, autocast_dtype) -> tuple[list, dic
                 status = "corrupt"
         entry = {"status": status}
         if compiled is None:
-            compiled, entry["check_max_abs_diff"] = _convert_and_check(net, input_shape, precision, threads,
-                                                                       convert_network, compile_model)
+            compiled, entry["check_max_abs_diff"] = _convert_and_check(net, input_shape, output_channels,
+                                                                       precision, threads, convert_network,
+                                                                       compile_model)
             entry["status"] = "rebuilt" if status == "corrupt" else "converted"
             entry["convert_seconds"] = round(time.perf_counter() - t0, 3)
             report["convert_seconds"] += time.perf_counter() - t0
@@ -150,7 +155,7 @@ def _openvino_networks(networks, input_shape, autocast_dtype) -> tuple[list, dic
         report["cache"].append(entry)
         mapped = blob if entry["status"] == "hit" else None  # imported without a copy: the model refers to it
         wrapped.append(OpenVINONetwork(compiled, input_shape, network_uses_batch_statistics(net),
-                                       compiled_precision(compiled), blob=mapped))
+                                       compiled_precision(compiled), blob=mapped, output_channels=output_channels))
         # Start lean: the plugin repacked the weights on import, so the mapping's pages (and a conversion's freed
         # memory) can go until a pass needs them.
         wrapped[-1].release_buffers()
@@ -160,8 +165,9 @@ def _openvino_networks(networks, input_shape, autocast_dtype) -> tuple[list, dic
     return wrapped, report
 
 
-def _convert_and_check(net, input_shape, precision, threads, convert_network, compile_model):
-    """Convert ``net``, check its f32 logits against torch's on one sample window, compile at ``precision``."""
+def _convert_and_check(net, input_shape, output_channels, precision, threads, convert_network, compile_model):
+    """Convert ``net`` (only ``output_channels`` if given), check its f32 logits against torch's on one sample
+    window, compile at ``precision``."""
     from .openvino_engine import OpenVINONetwork
 
     sample = torch.randn([int(s) for s in input_shape], generator=torch.Generator().manual_seed(1))
@@ -172,9 +178,11 @@ def _convert_and_check(net, input_shape, precision, threads, convert_network, co
         net.eval()
         try:
             reference = net(sample).float()
+            if output_channels is not None:
+                reference = reference[:, [int(c) for c in output_channels]]
         finally:
             net.train(was_training)
-    model = convert_network(net, input_shape)  # tracing runs the network once more in torch
+    model = convert_network(net, input_shape, output_channels)  # tracing runs the network once more in torch
     release_free_heap()  # what the two torch passes freed stays resident otherwise (utils/heap.py)
     checked = compile_model(model, "f32", threads)
     check_network = OpenVINONetwork(checked, input_shape, False, "f32")

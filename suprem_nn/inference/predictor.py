@@ -162,14 +162,8 @@ class Predictor(StagedPrediction):
         self.postprocess = postprocess
         self.keep_probabilities = keep_probabilities
         self.progress = progress
-        if classes:
-            unknown = [c for c in classes if c not in plan.class_names]
-            if unknown:
-                raise SupremError(f"unknown classes {unknown}; the model predicts: {', '.join(plan.class_names)}")
-            self.class_indices = [plan.class_names.index(c) for c in classes]
-        else:
-            self.class_indices = list(range(len(plan.class_names)))
-        self.class_indices.sort()  # plan order, so the documented overlap rule (higher index wins) holds
+        self.class_indices = class_indices(plan, classes)
+        self.output_channels = kept_output_channels(plan, classes)  # what the network pass accumulates
         # Set by from_model_folder / from_suprem: what ran the network pass and which released file was loaded.
         self.engine_report: dict = {"name": "torch"}
         self.checkpoint = None
@@ -202,7 +196,8 @@ class Predictor(StagedPrediction):
         settings = _settings(settings, options)
         model = load_trained_model(folder, folds, checkpoint_name)
         plan = model.plan
-        runtime = prepare_runtime(model.networks, plan.network, [1, plan.num_inputs, *plan.patch_size], settings)
+        runtime = prepare_runtime(model.networks, plan.network, [1, plan.num_inputs, *plan.patch_size], settings,
+                                  output_channels=kept_output_channels(plan, settings.classes))
         predictor = cls.from_settings(plan, runtime, settings, model.mirror_axes)
         predictor.engine_report = runtime.engine_report
         return predictor
@@ -228,7 +223,8 @@ class Predictor(StagedPrediction):
         defaults = suprem_direct_defaults(plan.pretrained)
         settings = settings.replace(classes=settings.classes or tuple(defaults["classes"]),
                                     postprocess=settings.postprocess or defaults["postprocess"])
-        runtime = prepare_runtime(networks, plan.network, [1, plan.num_inputs, *plan.patch_size], settings)
+        runtime = prepare_runtime(networks, plan.network, [1, plan.num_inputs, *plan.patch_size], settings,
+                                  output_channels=kept_output_channels(plan, settings.classes))
         predictor = cls.from_settings(plan, runtime, settings, step_size=defaults["step_size"])
         predictor.engine_report = runtime.engine_report
         predictor.checkpoint = checkpoint
@@ -306,7 +302,6 @@ class Predictor(StagedPrediction):
     def network_pass(self, case: PreparedCase) -> torch.Tensor:
         """Fold-averaged probabilities ``(K', x, y, z)`` float32 on the prediction device (K' = kept channels)."""
         sigmoid = self.plan.multilabel
-        keep = self.class_indices if sigmoid and len(self.class_indices) < len(self.plan.class_names) else None
         data = torch.from_numpy(np.ascontiguousarray(case.data))
         total = None
         for net in self._networks_or_raise():
@@ -314,7 +309,7 @@ class Predictor(StagedPrediction):
                 net, data, self.plan.patch_size, self.step_size, self.mirror_axes,
                 windows_per_batch=self.windows_per_batch, device=self.device,
                 activation="sigmoid" if sigmoid else "softmax", pad_value=self._pad_value(),
-                skip_constant_windows=True, keep_channels=keep, autocast_dtype=self.autocast_dtype,
+                skip_constant_windows=True, keep_channels=self.output_channels, autocast_dtype=self.autocast_dtype,
                 channels_last=self.channels_last, progress=self.progress, result_device=self.device)
             total = probs if total is None else total.add_(probs)
         if len(self.networks) > 1:
@@ -417,6 +412,26 @@ class Predictor(StagedPrediction):
         from ..preprocessing import restore_block
 
         return restore_block(values.float(), props, self.plan)
+
+
+def class_indices(plan: Plan, classes: Optional[Sequence[str]]) -> list[int]:
+    """Plan indices of ``classes`` in plan order (None or empty: every class), so the documented overlap rule
+    (higher index wins) holds; raises SupremError naming unknown classes."""
+    if not classes:
+        return list(range(len(plan.class_names)))
+    unknown = [c for c in classes if c not in plan.class_names]
+    if unknown:
+        raise SupremError(f"unknown classes {unknown}; the model predicts: {', '.join(plan.class_names)}")
+    return sorted(plan.class_names.index(c) for c in classes)
+
+
+def kept_output_channels(plan: Plan, classes: Optional[Sequence[str]]) -> Optional[list[int]]:
+    """The network output channels a prediction of ``classes`` needs, or None for all of them.
+
+    Only multi-label (sigmoid) plans can drop channels: a softmax needs every channel to normalise.
+    """
+    indices = class_indices(plan, classes)
+    return indices if plan.multilabel and len(indices) < len(plan.class_names) else None
 
 
 def _settings(settings, options: dict):

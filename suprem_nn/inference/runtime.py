@@ -30,18 +30,20 @@ class Runtime:
 
 
 def prepare_runtime(networks: Sequence[nn.Module], network_name: Optional[str], input_shape: Sequence[int],
-                    settings: PredictionSettings, cpu_float32: bool = False) -> Runtime:
+                    settings: PredictionSettings, cpu_float32: bool = False,
+                    output_channels: Optional[Sequence[int]] = None) -> Runtime:
     """Choose precision and memory layout for ``network_name`` on ``settings.device`` and set up the engine.
 
     ``input_shape``: one window ``(1, C, px, py, pz)``. ``cpu_float32``: run float32 on the CPU unless
     ``settings.precision`` is ``"bf16"`` (nnU-Net models: bfloat16 moves labels on near-ties, measured
     99.73-99.96 % agreement with nnUNetv2_predict against 99.99 % in float32; documentation/nnunet_models.md).
+    ``output_channels``: the only output channels the prediction keeps (None: all), for the engine.
     """
     dev = torch.device(settings.device) if settings.device else torch.device("cpu")
     bf16 = settings.precision == "bf16"
     fp32 = settings.precision == "fp32" or (cpu_float32 and dev.type == "cpu" and not bf16)
     autocast, channels_last = choose_precision(dev, network_name, bf16, fp32, settings.channels_last)
-    networks, report = prepare_engine(networks, settings.engine, dev, list(input_shape), autocast)
+    networks, report = prepare_engine(networks, settings.engine, dev, list(input_shape), autocast, output_channels)
     if report["name"] != "torch":
         channels_last = False  # a torch memory layout; OpenVINO chooses its own
     windows = settings.windows_per_batch

@@ -225,7 +225,7 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
                       else torch.ones(patch, dtype=torch.float32, device=device))
     was_training = network.training
     network.eval()
-    accum = None
+    accum = scratch = None
     weights = torch.zeros(padded, dtype=accumulate_dtype, device=device)
     constant_logits = None
 
@@ -238,11 +238,15 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
         return _tta_logits(network, batch, flips, autocast_dtype, keep)
 
     def add(s, logits: torch.Tensor) -> None:
-        nonlocal accum
+        nonlocal accum, scratch
         if accum is None:
             accum = torch.zeros([logits.shape[0]] + padded, dtype=accumulate_dtype, device=device)
+        if scratch is None or scratch.shape != logits.shape or scratch.dtype != logits.dtype:
+            scratch = torch.empty_like(logits)
         sl = (slice(s[0], s[0] + patch[0]), slice(s[1], s[1] + patch[1]), slice(s[2], s[2] + patch[2]))
-        accum[(slice(None),) + sl].add_(logits * weight_map)
+        # One weighted-window buffer for the whole pass (the same products as ``logits * weight_map``): a new one
+        # per window is a block of tens of MB freed and allocated again every window, which fragments the heap.
+        accum[(slice(None),) + sl].add_(torch.mul(logits, weight_map, out=scratch))
         weights[sl].add_(weight_map)
 
     from ..utils.progress import Progress

@@ -54,6 +54,11 @@ def test_suprem_direct_inference(real_ct, tmp_path, monkeypatch):
     labels, reports = _both_engines(tmp_path, inp, checkpoint=ckpt, suprem="unet")
     assert reports["openvino"]["engine"]["name"] == "openvino"
     assert reports["openvino"]["source"].startswith("suprem unet")
+    # the recipe keeps the 9 AbdomenAtlas-1.0 organs of the 32 outputs: only those are converted and computed
+    plan = models.suprem_direct_plan("unet")
+    organs = models.suprem_direct_defaults(plan.pretrained)["classes"]
+    assert reports["openvino"]["engine"]["output_channels"] == sorted(plan.class_names.index(c) for c in organs)
+    assert len(organs) == 9
     torch_maps, ov_maps = labels["torch"], labels["openvino"]
     assert torch_maps.keys() == ov_maps.keys() and torch_maps
     for name, ref in torch_maps.items():

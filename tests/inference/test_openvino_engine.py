@@ -60,12 +60,24 @@ def test_window_logits_equal_torch(name, tmp_path, monkeypatch):
         assert float((_torch_logits(net, x) - ours).abs().max()) > 0.1
 
 
-def test_kept_channels_are_copied_out_and_windows_do_not_share_buffers(tmp_path, monkeypatch):
-    """Only the kept output channels are copied out of OpenVINO's output buffer, and a window's logits stay
-    what they were after the next window runs (the request reuses that buffer); the sliding window with a class
-    subset gives torch's probabilities."""
+def _assert_sliding_window_equals_torch(ov_net, net, keep_channels):
+    """A class subset through the sliding window (mirroring, overlapping windows) gives torch's probabilities."""
     from suprem_nn.inference.sliding_window import sliding_window_predict
 
+    volume = torch.randn(1, 40, 36, 48, generator=torch.Generator().manual_seed(4))
+    common = dict(patch_size=(32, 32, 32), step_size=0.5, mirror_axes=(0, 2), activation="sigmoid",
+                  keep_channels=keep_channels)
+    ours = sliding_window_predict(ov_net, volume, **common)
+    with torch.inference_mode():
+        reference = sliding_window_predict(net, volume, **common)
+    assert ours.shape == (len(keep_channels), 40, 36, 48)
+    assert float((ours - reference).abs().max()) < 1e-4
+
+
+def test_kept_channels_of_a_full_model_and_windows_do_not_share_buffers(tmp_path, monkeypatch):
+    """A model converted with all channels returns the kept ones on request, and a window's logits stay what
+    they were after the next window runs (OpenVINO writes each call's output into a new tensor); the sliding
+    window with a class subset gives torch's probabilities."""
     monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
     net = _network("segresnet")
     (ov_net,), _ = prepare_engine([net], "openvino", CPU, (1, 1, 32, 32, 32), None)
@@ -75,17 +87,37 @@ def test_kept_channels_are_copied_out_and_windows_do_not_share_buffers(tmp_path,
     kept = ov_net(x1, keep_channels=torch.tensor([2, 0]))
     assert kept.shape == (1, 2, 32, 32, 32) and torch.equal(kept, full1[:, [2, 0]])
     first = ov_net(x1)
-    ov_net(x2)  # overwrites the request's output buffer
+    ov_net(x2)  # the request still refers to the previous output: it must not be written again
     assert torch.equal(first, full1)
 
-    volume = torch.randn(1, 40, 36, 48)
-    common = dict(patch_size=(32, 32, 32), step_size=0.5, mirror_axes=(0, 2), activation="sigmoid",
-                  keep_channels=[2, 0])
-    ours = sliding_window_predict(ov_net, volume, **common)
-    with torch.inference_mode():
-        reference = sliding_window_predict(net, volume, **common)
-    assert ours.shape == (2, 40, 36, 48)
-    assert float((ours - reference).abs().max()) < 1e-4
+    _assert_sliding_window_equals_torch(ov_net, net, keep_channels=[2, 0])
+
+
+def test_model_converted_for_kept_channels_outputs_only_those(tmp_path, monkeypatch):
+    """A prediction that keeps a subset of the classes gets a model that computes only those channels (its output
+    buffer holds 2 of 3 here): same logits as torch's for them, its own cache entry, and a call asking for other
+    channels is refused instead of returning the wrong ones."""
+    monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
+    net = _network("segresnet")
+    shape = (1, 1, 32, 32, 32)
+    (all_net,), all_report = prepare_engine([net], "openvino", CPU, shape, None)
+    (ov_net,), report = prepare_engine([net], "openvino", CPU, shape, None, output_channels=[0, 2])
+    assert report["cache"][0]["status"] == "converted"  # not the all-channel entry
+    assert report["cache"][0]["file"] != all_report["cache"][0]["file"]
+    assert report["output_channels"] == [0, 2] and all_report["output_channels"] is None
+    assert list(ov_net.compiled.outputs[0].get_shape()) == [1, 2, 32, 32, 32]
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(11))
+    kept = ov_net(x, keep_channels=torch.tensor([0, 2]))
+    reference = _torch_logits(net, x)[:, [0, 2]]
+    assert kept.shape == (1, 2, 32, 32, 32)
+    assert float((kept - reference).abs().max()) <= 1e-3
+    for wrong in (None, torch.tensor([2, 0]), torch.tensor([0, 1])):
+        with pytest.raises(ValueError, match=r"converted for output channels \[0, 2\]"):
+            ov_net(x, keep_channels=wrong)
+
+    _assert_sliding_window_equals_torch(ov_net, net, keep_channels=[0, 2])
+    (again,), hit = prepare_engine([net], "openvino", CPU, shape, None, output_channels=[0, 2])
+    assert hit["cache"][0]["status"] == "hit" and again.output_channels == [0, 2]
 
 
 def _rss_mb() -> float:
