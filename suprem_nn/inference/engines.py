@@ -9,7 +9,8 @@ not match torch's) one line says what happened and torch runs instead. ``engine=
 raises :class:`EngineError` instead, so a user who asked for it is never silently given something else.
 
 Compiled models come from :mod:`suprem_nn.inference.engine_cache` when present; otherwise the network is
-converted, its f32 output checked against torch on one sample window, compiled, and stored there.
+converted, its f32 output checked against torch on one sample window (:func:`_convert_and_check`), compiled,
+and stored there.
 """
 from __future__ import annotations
 
@@ -112,8 +113,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _openvino_networks(networks, input_shape, autocast_dtype, output_channels) -> tuple[list, dict]:
     from . import engine_cache as cache
-    from .openvino_engine import (OpenVINONetwork, compile_model, compiled_precision, convert_network,
-                                  export_compiled, import_compiled, openvino_version)
+    from .openvino_engine import OpenVINONetwork, compiled_precision, export_compiled, import_compiled, openvino_version
     from .sliding_window import network_uses_batch_statistics
 
     precision = "bf16" if autocast_dtype == torch.bfloat16 else "f32"
@@ -135,9 +135,8 @@ def _openvino_networks(networks, input_shape, autocast_dtype, output_channels) -
                 status = "corrupt"
         entry = {"status": status}
         if compiled is None:
-            compiled, entry["check_max_abs_diff"] = _convert_and_check(net, input_shape, output_channels,
-                                                                       precision, threads, convert_network,
-                                                                       compile_model)
+            compiled, checked = _convert_and_check(net, input_shape, output_channels, precision, threads)
+            entry.update(checked)
             entry["status"] = "rebuilt" if status == "corrupt" else "converted"
             entry["convert_seconds"] = round(time.perf_counter() - t0, 3)
             report["convert_seconds"] += time.perf_counter() - t0
@@ -165,14 +164,30 @@ def _openvino_networks(networks, input_shape, autocast_dtype, output_channels) -
     return wrapped, report
 
 
-def _convert_and_check(net, input_shape, output_channels, precision, threads, convert_network, compile_model):
-    """Convert ``net`` (only ``output_channels`` if given), check its f32 logits against torch's on one sample
-    window, compile at ``precision``."""
-    from .openvino_engine import OpenVINONetwork
+def _convert_and_check(net, input_shape, output_channels, precision, threads) -> tuple[object, dict]:
+    """``(compiled model, report)``: ``net`` (only ``output_channels`` if given) converted, its f32 logits checked
+    against torch's on one sample window, compiled for ``input_shape`` at ``precision``.
 
-    sample = torch.randn([int(s) for s in input_shape], generator=torch.Generator().manual_seed(1))
-    # torch's reference pass first, while no compiled model exists yet: a float32 pass of SuPreM's U-Net at 96^3
-    # needs about 2 GB of activations, which on top of the compiled check model made a first run's peak.
+    A convolutional network is exported for any window size up to ``input_shape`` without running it
+    (:func:`~suprem_nn.inference.openvino_engine.convert_network_any_size`) and checked on the smallest window of
+    that range, so no float32 torch pass over a full window happens: for SuPreM's U-Net at 96³ that pass alone
+    peaked at 2.4 GB, above a whole bfloat16 torch prediction. Swin UNETR (whose size-generic export takes
+    minutes, :func:`~suprem_nn.networks.registry.exports_for_any_window`) and any network that the export cannot
+    handle are traced at the window and checked there.
+    """
+    from ..networks.registry import exports_for_any_window
+    from .openvino_engine import OpenVINONetwork, compile_model, convert_network, convert_network_any_size
+
+    full = [int(s) for s in input_shape]
+    model, check_shape, how = None, full, "traced at the window"
+    if exports_for_any_window(net):
+        try:
+            model, check_shape = convert_network_any_size(net, full, output_channels)
+            how = "exported for any window size" if check_shape != full else "exported at the window"
+        except Exception as exc:  # noqa: BLE001 - torch.export and the converter raise many kinds; trace instead
+            log.info("size-generic export failed (%s); tracing at the window instead", _first_line(exc))
+    sample = torch.randn(check_shape, generator=torch.Generator().manual_seed(1))
+    # torch's reference pass before any compiled model exists, so their memory does not add up
     with torch.inference_mode():
         was_training = net.training
         net.eval()
@@ -182,10 +197,12 @@ def _convert_and_check(net, input_shape, output_channels, precision, threads, co
                 reference = reference[:, [int(c) for c in output_channels]]
         finally:
             net.train(was_training)
-    model = convert_network(net, input_shape, output_channels)  # tracing runs the network once more in torch
-    release_free_heap()  # what the two torch passes freed stays resident otherwise (utils/heap.py)
+    if model is None:
+        model = convert_network(net, full, output_channels)  # tracing runs the network once more in torch
+    release_free_heap()  # what the torch passes freed stays resident otherwise (utils/heap.py)
+    model.reshape({0: check_shape})
     checked = compile_model(model, "f32", threads)
-    check_network = OpenVINONetwork(checked, input_shape, False, "f32")
+    check_network = OpenVINONetwork(checked, check_shape, False, "f32")
     with torch.inference_mode():
         ours = check_network(sample)
     check_network.release_buffers()  # the prediction's first window allocates them again
@@ -195,9 +212,11 @@ def _convert_and_check(net, input_shape, output_channels, precision, threads, co
     if not diff <= CHECK_TOLERANCE * scale:  # also catches NaN
         raise RuntimeError(f"converted outputs differ from torch's by {diff:.3g} (limit "
                            f"{CHECK_TOLERANCE * scale:.3g})")
-    if precision == "f32":
-        return checked, float(f"{diff:.3g}")
-    # The f32 check model holds its own weights and activation buffers: free it before the bf16 one is built,
+    report = {"conversion": how, "check_window": check_shape[2:], "check_max_abs_diff": float(f"{diff:.3g}")}
+    if precision == "f32" and check_shape == full:
+        return checked, report
+    # The check model holds its own weights and activation buffers: free it before the final one is built,
     # so a first run's peak memory is not the sum of both.
     del checked, check_network
-    return compile_model(model, precision, threads), float(f"{diff:.3g}")
+    model.reshape({0: full})
+    return compile_model(model, precision, threads), report

@@ -14,6 +14,7 @@ OpenVINO's usage telemetry is switched off before OpenVINO is imported (:func:`i
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import mmap
 import sys
@@ -25,7 +26,8 @@ from torch import nn
 
 from ..utils.heap import release_free_heap
 
-__all__ = ["import_openvino", "openvino_version", "SelectedOutputs", "convert_network", "compile_model", "import_compiled",
+__all__ = ["import_openvino", "openvino_version", "SelectedOutputs", "convert_network_any_size",
+           "convert_network", "compile_model", "import_compiled",
            "export_compiled", "compiled_precision", "OpenVINONetwork", "PRECISIONS"]
 
 # suprem_nn precision name -> OpenVINO INFERENCE_PRECISION_HINT
@@ -86,6 +88,54 @@ class SelectedOutputs(nn.Module):
         return self.network(x).index_select(1, self.channels)
 
 
+# Largest power of two a window axis is split into for a size-generic export (networks halve an axis at most
+# five times); each axis may then be any multiple of it from two up to the window's size.
+_MAX_AXIS_STEP = 32
+
+
+def convert_network_any_size(network: nn.Module, input_shape: Sequence[int],
+                             output_channels: Optional[Sequence[int]] = None):
+    """``(openvino.Model, small_shape)``: ``network`` exported for windows of any size up to ``input_shape``.
+
+    ``torch.export`` records the network on symbolic shapes without running it, so unlike tracing
+    (:func:`convert_network`) no window's activations are allocated: a float32 pass of SuPreM's U-Net at 96³
+    needs about 2 GB, more than a whole bfloat16 prediction with it. The export is sound for every size in the
+    declared range, or it raises: each spatial axis ``a`` may be ``k * step_a`` for ``k`` from 2 to
+    ``input_shape[a] / step_a``, where ``step_a`` is the largest power of two (at most 32) dividing the window
+    axis. ``small_shape`` is the smallest window of that range, where the caller checks the converted model
+    against torch cheaply before reshaping it to the full window.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Exported in eval mode; its train/eval mode is restored afterwards.
+    input_shape : sequence of int
+        ``(1, C, X, Y, Z)``, the window the prediction runs.
+    output_channels : sequence of int, optional
+        As in :func:`convert_network`.
+
+    Raises
+    ------
+    Exception
+        Whatever ``torch.export`` or the converter raises for a network they cannot handle size-generically;
+        :func:`convert_network` then converts it at the fixed window.
+    """
+    from torch.export import Dim, export
+
+    ov = import_openvino()
+    shape = [int(s) for s in input_shape]
+    dims, small = {}, list(shape)
+    for axis in (2, 3, 4):
+        step = shape[axis] & -shape[axis]  # the largest power of two dividing it
+        step = min(step, _MAX_AXIS_STEP)
+        if shape[axis] // step >= 3:  # at least two sizes to choose from, else the axis stays fixed
+            dims[axis] = step * Dim(f"k{axis}", min=2, max=shape[axis] // step)
+            small[axis] = 2 * step
+    with _converting(network, output_channels) as converted:
+        program = export(converted, (_example(shape),), dynamic_shapes=(dims or None,))
+        return ov.convert_model(program), small
+
+
 def convert_network(network: nn.Module, input_shape: Sequence[int], output_channels: Optional[Sequence[int]] = None):
     """``openvino.Model`` of the eval-mode ``network`` for windows of exactly ``input_shape`` = (1, C, *patch).
 
@@ -104,28 +154,37 @@ def convert_network(network: nn.Module, input_shape: Sequence[int], output_chann
     """
     ov = import_openvino()
     shape = [int(s) for s in input_shape]
-    # A fixed normal sample: conversion only records operations, but degenerate inputs (all zeros) could make a
-    # data-dependent branch, if a network had one, take an unusual path while tracing.
-    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with _converting(network, output_channels) as traced:
+        from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+
+        # check_trace=False: torch's trace check re-runs the network twice and compares (two thirds of the
+        # conversion time); the engine checks the converted model's logits against torch's instead.
+        try:
+            decoder = TorchScriptPythonDecoder(traced, example_input=_example(shape),
+                                               trace_kwargs={"check_trace": False})
+        except TypeError:  # an OpenVINO from before trace_kwargs: its default trace, check included
+            decoder = TorchScriptPythonDecoder(traced, example_input=_example(shape))
+        return ov.convert_model(decoder, input=[tuple(shape)])
+
+
+@contextlib.contextmanager
+def _converting(network: nn.Module, output_channels: Optional[Sequence[int]]):
+    """The module to convert: ``network`` in eval mode (restored afterwards), only ``output_channels`` if given,
+    with gradients and the converters' warnings off (they warn about every Python-level shape check)."""
     was_training = network.training
     network.eval()
-    traced = network if output_channels is None else SelectedOutputs(network, output_channels).eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            # The tracer warns about every Python-level shape check; at a fixed shape they are constants.
             warnings.simplefilter("ignore")
-            from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
-
-            # check_trace=False: torch's trace check re-runs the network twice and compares (two thirds of the
-            # conversion time); the engine checks the converted model's logits against torch's instead.
-            try:
-                decoder = TorchScriptPythonDecoder(traced, example_input=example,
-                                                   trace_kwargs={"check_trace": False})
-            except TypeError:  # an OpenVINO from before trace_kwargs: its default trace, check included
-                decoder = TorchScriptPythonDecoder(traced, example_input=example)
-            return ov.convert_model(decoder, input=[tuple(shape)])
+            yield network if output_channels is None else SelectedOutputs(network, output_channels).eval()
     finally:
         network.train(was_training)
+
+
+def _example(shape: Sequence[int]) -> torch.Tensor:
+    # A fixed normal sample: conversion only records operations, but degenerate inputs (all zeros) could make a
+    # data-dependent branch, if a network had one, take an unusual path while tracing.
+    return torch.randn(list(shape), generator=torch.Generator().manual_seed(0))
 
 
 def _config(precision: str, threads: int) -> dict:

@@ -46,6 +46,7 @@ def test_cache_hit_and_corrupt_entry_rebuilt(tmp_path, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(ove, "convert_network", no_conversion)
+        m.setattr(ove, "convert_network_any_size", no_conversion)
         (ov_net,), second = prepare_engine([net], "openvino", CPU, shape, None)
     assert second["cache"][0]["status"] == "hit" and second["convert_seconds"] == 0
     x = torch.randn(shape)
@@ -90,7 +91,11 @@ def test_conversion_failure_default_falls_back_explicit_fails(monkeypatch, caplo
     def unsupported(*a, **k):
         raise RuntimeError("OpenVINO does not support the operation aten::made_up\nlong converter log")
 
+    def not_exportable(*a, **k):  # the size-generic export fails first; the fixed-window trace is tried next
+        raise RuntimeError("torch.export cannot handle made_up_control_flow")
+
     monkeypatch.setattr(ove, "convert_network", unsupported)
+    monkeypatch.setattr(ove, "convert_network_any_size", not_exportable)
     net = _network()
     with caplog.at_level(logging.WARNING, logger="suprem_nn.predict"):
         nets, report = prepare_engine([net], None, CPU, SHAPE, None)
@@ -118,6 +123,9 @@ import sys, torch
 if sys.argv[1] == "ours":
     from suprem_nn.inference.openvino_engine import convert_network
     convert_network(torch.nn.Conv3d(1, 1, 1), (1, 1, 8, 8, 8))
+elif sys.argv[1] == "ours, size-generic":
+    from suprem_nn.inference.openvino_engine import convert_network_any_size
+    convert_network_any_size(torch.nn.Conv3d(1, 1, 1), (1, 1, 96, 96, 96))
 else:
     import openvino
     openvino.convert_model(torch.nn.Conv3d(1, 1, 1), example_input=torch.zeros(1, 1, 8, 8, 8))
@@ -128,14 +136,14 @@ def test_telemetry_stays_off(tmp_path):
     """OpenVINO's converter creates a client id under $HOME/intel and queues usage events unless opted out;
     through suprem_nn it does neither. (The plain call is the control that shows the check can fail.)"""
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    for who in ("ours", "plain"):
-        home = tmp_path / who
+    for who in ("ours", "ours, size-generic", "plain"):
+        home = tmp_path / who.replace(", ", "_")
         home.mkdir()
         r = subprocess.run([sys.executable, "-c", _CONVERT, who], env={**env, "HOME": str(home)},
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
         made = sorted(p.name for p in (home / "intel").glob("*")) if (home / "intel").exists() else []
-        if who == "ours":
-            assert made == [], made
+        if who.startswith("ours"):
+            assert made == [], (who, made)
         else:
             assert "openvino_ga_cid" in made, made
