@@ -35,9 +35,11 @@ def test_cache_hit_and_corrupt_entry_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
     net = _network(seed=3)
     shape = SHAPE
-    _, first = prepare_engine([net], "openvino", CPU, shape, None)
+    (converted,), first = prepare_engine([net], "openvino", CPU, shape, None)
     blob = Path(first["cache"][0]["file"])
     assert first["cache"][0]["status"] == "converted" and blob.is_file() and blob.parent == tmp_path / "cache"
+    # The first run already runs from the stored entry, as later runs do (the in-process compilation is freed)
+    assert converted.blob is not None and len(converted.blob) == blob.stat().st_size
 
     import suprem_nn.inference.openvino_engine as ove
 
