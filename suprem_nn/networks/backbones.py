@@ -66,6 +66,9 @@ class Backbone:
             file, address, class map and fine-tuning recipe).
         release: the released SuPreM weights' layout, or None when no SuPreM weights exist (the backbone is
             trained from scratch only).
+        exports_for_any_window: ``torch.export`` records it for symbolic window sizes in seconds (the OpenVINO
+            engine then converts it without a float32 pass over a full window). False for Swin UNETR: its shifted
+            attention windows pad and partition by shape arithmetic that took 185 s to export that way.
     """
 
     name: str
@@ -80,6 +83,7 @@ class Backbone:
     channels_last: frozenset[str]
     preset: str
     release: SuPreMRelease | None
+    exports_for_any_window: bool = True
 
     @property
     def suprem_weights(self) -> bool:
@@ -113,7 +117,8 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
                          "encoder1.layer.conv3.conv.weight"),
         activation_values_per_voxel=1368.0, parameter_count=62_188_178,
         channels_last=frozenset(), preset="swinunetr.json",
-        release=SuPreMRelease(marker="swinViT.", backbone_keys=157, file_keys=170, universal=True)),
+        release=SuPreMRelease(marker="swinViT.", backbone_keys=157, file_keys=170, universal=True),
+        exports_for_any_window=False),
     # MedNeXt-B, 3x3x3 kernels, from scratch only (no SuPreM weights); why this configuration: mednext.py.
     # Activations: 1903.9 / 1940.3 / 1953.2 values per voxel at 32^3 / 64^3 / 96^3 (MONAI 1.6.1, CPU).
     # channels_last_3d on the CPU: one 96^3 window in 19.9 s against 34.4 s (benchmarks/bench_networks.py,

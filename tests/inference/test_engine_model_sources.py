@@ -59,6 +59,8 @@ def test_suprem_direct_inference(real_ct, tmp_path, monkeypatch):
     organs = models.suprem_direct_defaults(plan.pretrained)["classes"]
     assert reports["openvino"]["engine"]["output_channels"] == sorted(plan.class_names.index(c) for c in organs)
     assert len(organs) == 9
+    # the Universal Model on SuPreM's U-Net is exported, not traced (no float32 torch pass over a window)
+    assert reports["openvino"]["engine"]["cache"][0]["conversion"] == "exported at the window"
     torch_maps, ov_maps = labels["torch"], labels["openvino"]
     assert torch_maps.keys() == ov_maps.keys() and torch_maps
     for name, ref in torch_maps.items():
@@ -73,6 +75,8 @@ def test_nnunet_model(real_ct, tmp_path):
     (inp / f"{CASE}_0000.nii.gz").write_bytes((real_ct / CASE / "ct.nii.gz").read_bytes())
     labels, reports = _both_engines(tmp_path, inp, nnunet_model=folder, folds=[0], disable_tta=True)
     assert reports["openvino"]["engine"]["name"] == "openvino"
+    # nnU-Net's networks are traced at the window (networks.registry.exports_for_any_window)
+    assert reports["openvino"]["engine"]["cache"][0]["conversion"] == "traced at the window"
     ref, ours = labels["torch"][f"{CASE}.nii.gz"], labels["openvino"][f"{CASE}.nii.gz"]
     assert len(np.unique(ref)) > 1
     # nnU-Net sums windows in float16 (reproduced), so a last-bit logit difference could flip a near-tie voxel;
