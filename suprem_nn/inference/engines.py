@@ -188,19 +188,19 @@ def _convert_and_check(net, input_shape, output_channels, precision, threads) ->
     """``(compiled model, report)``: ``net`` (only ``output_channels`` if given) converted, its f32 logits checked
     against torch's on one sample window, compiled for ``input_shape`` at ``precision``.
 
-    A convolutional network is exported for any window size up to ``input_shape`` without running it
+    SuPreM's U-Net (and MedNeXt) are exported for any window size up to ``input_shape`` without running them
     (:func:`~suprem_nn.inference.openvino_engine.convert_network_any_size`) and checked on the smallest window of
-    that range, so no float32 torch pass over a full window happens: for SuPreM's U-Net at 96³ that pass alone
-    peaked at 2.4 GB, above a whole bfloat16 torch prediction. Swin UNETR (whose size-generic export takes
-    minutes, :func:`~suprem_nn.networks.registry.exports_for_any_window`) and any network that the export cannot
-    handle are traced at the window and checked there.
+    that range, so no float32 torch pass over a full window happens: for the U-Net at 96³ that pass alone peaked
+    at 2.4 GB, above a whole bfloat16 torch prediction. Other networks (SegResNet, Swin UNETR, nnU-Net's; see
+    :func:`~suprem_nn.networks.registry.size_generic_export`), and any that the export cannot handle, are traced
+    at the window and checked there.
     """
-    from ..networks.registry import exports_for_any_window
+    from ..networks.registry import size_generic_export
     from .openvino_engine import OpenVINONetwork, compile_model, convert_network, convert_network_any_size
 
     full = [int(s) for s in input_shape]
     model, check_shape, how = None, full, "traced at the window"
-    if exports_for_any_window(net):
+    if size_generic_export(net):
         try:
             model, check_shape = convert_network_any_size(net, full, output_channels)
             how = "exported for any window size" if check_shape != full else "exported at the window"

@@ -66,9 +66,13 @@ class Backbone:
             file, address, class map and fine-tuning recipe).
         release: the released SuPreM weights' layout, or None when no SuPreM weights exist (the backbone is
             trained from scratch only).
-        exports_for_any_window: ``torch.export`` records it for symbolic window sizes in seconds (the OpenVINO
-            engine then converts it without a float32 pass over a full window). False for Swin UNETR: its shifted
-            attention windows pad and partition by shape arithmetic that took 185 s to export that way.
+        size_generic_export: the OpenVINO engine converts it with ``torch.export`` for any window size, so no
+            float32 pass over a full window runs. Chosen where that pass is large: SuPreM's U-Net needs 2.4 GB
+            at 96³, more than a whole bfloat16 prediction with it, and MedNeXt's activations are larger still.
+            Not for SegResNet, whose pass is small: traced at the window, its first prediction peaked lower
+            (1,416-1,420 MB against 1,499-1,535 MB), since the export's machinery stays resident (about 130 MB).
+            Not for Swin UNETR: its shifted attention windows pad and partition by shape arithmetic that took
+            185 s to export that way.
     """
 
     name: str
@@ -83,7 +87,7 @@ class Backbone:
     channels_last: frozenset[str]
     preset: str
     release: SuPreMRelease | None
-    exports_for_any_window: bool = True
+    size_generic_export: bool = False
 
     @property
     def suprem_weights(self) -> bool:
@@ -100,7 +104,8 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
         input_conv_keys=("down_tr64.ops.0.conv1.weight",),
         activation_values_per_voxel=876.0, parameter_count=19_075_680,
         channels_last=frozenset({"cpu", "cuda"}), preset="unet.json",
-        release=SuPreMRelease(marker="down_tr64.", backbone_keys=104, file_keys=117, universal=True)),
+        release=SuPreMRelease(marker="down_tr64.", backbone_keys=104, file_keys=117, universal=True),
+        size_generic_export=True),
     Backbone(
         name="segresnet", display="SegResNet (MONAI)", constructor="segresnet:SuPreMSegResNet", divisibility=8,
         encoder_prefixes=("convInit", "down_layers"),
@@ -117,8 +122,7 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
                          "encoder1.layer.conv3.conv.weight"),
         activation_values_per_voxel=1368.0, parameter_count=62_188_178,
         channels_last=frozenset(), preset="swinunetr.json",
-        release=SuPreMRelease(marker="swinViT.", backbone_keys=157, file_keys=170, universal=True),
-        exports_for_any_window=False),
+        release=SuPreMRelease(marker="swinViT.", backbone_keys=157, file_keys=170, universal=True)),
     # MedNeXt-B, 3x3x3 kernels, from scratch only (no SuPreM weights); why this configuration: mednext.py.
     # Activations: 1903.9 / 1940.3 / 1953.2 values per voxel at 32^3 / 64^3 / 96^3 (MONAI 1.6.1, CPU).
     # channels_last_3d on the CPU: one 96^3 window in 19.9 s against 34.4 s (benchmarks/bench_networks.py,
@@ -127,7 +131,7 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
         name="mednext", display="MedNeXt (MONAI)", constructor="mednext:MedNeXtCT", divisibility=16,
         encoder_prefixes=("stem", "enc_stages", "down_blocks", "bottleneck"), head_prefixes=("out_0.",),
         input_conv_keys=("stem.weight",), activation_values_per_voxel=1954.0, parameter_count=10_511_840,
-        channels_last=frozenset({"cpu"}), preset="mednext.json", release=None),
+        channels_last=frozenset({"cpu"}), preset="mednext.json", release=None, size_generic_export=True),
 )}
 
 

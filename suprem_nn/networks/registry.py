@@ -15,7 +15,7 @@ __all__ = [
     "NETWORK_DIVISIBILITY",
     "build_network",
     "build_universal_model",
-    "exports_for_any_window",
+    "size_generic_export",
     "uses_batch_statistics",
 ]
 
@@ -70,9 +70,9 @@ def uses_batch_statistics(model: nn.Module) -> bool:
     return False
 
 
-def exports_for_any_window(model: nn.Module) -> bool:
-    """True when ``model`` is built on this package's backbones and each of them exports for symbolic window
-    sizes quickly (:attr:`~.backbones.Backbone.exports_for_any_window`; not Swin UNETR).
+def size_generic_export(model: nn.Module) -> bool:
+    """True when ``model`` is built on this package's backbones and each of them is converted by a size-generic
+    export (:attr:`~.backbones.Backbone.size_generic_export`: U-Net and MedNeXt).
 
     Networks from elsewhere (nnU-Net's) give False: their windows are small, so a float32 pass over one costs
     little, and converted at the fixed window their labels stayed closer to nnUNetv2_predict's (99.998 % against
@@ -84,5 +84,5 @@ def exports_for_any_window(model: nn.Module) -> bool:
         for spec in BACKBONES.values():
             module, cls = spec.constructor.split(":")
             if kind.__name__ == cls and kind.__module__ == f"{__package__}.{module}":
-                found.append(spec.exports_for_any_window)
+                found.append(spec.size_generic_export)
     return bool(found) and all(found)

@@ -93,9 +93,15 @@ def test_conversion_failure_default_falls_back_explicit_fails(monkeypatch, caplo
     def unsupported(*a, **k):
         raise RuntimeError("OpenVINO does not support the operation aten::made_up\nlong converter log")
 
+    exports = []
+
     def not_exportable(*a, **k):  # the size-generic export fails first; the fixed-window trace is tried next
+        exports.append(1)
         raise RuntimeError("torch.export cannot handle made_up_control_flow")
 
+    import suprem_nn.networks.registry as registry
+
+    monkeypatch.setattr(registry, "size_generic_export", lambda network: True)  # as for SuPreM's U-Net
     monkeypatch.setattr(ove, "convert_network", unsupported)
     monkeypatch.setattr(ove, "convert_network_any_size", not_exportable)
     net = _network()
@@ -105,6 +111,7 @@ def test_conversion_failure_default_falls_back_explicit_fails(monkeypatch, caplo
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "\n" not in lines[0], lines
     assert "aten::made_up" in lines[0] and "using the torch engine instead" in lines[0]
+    assert exports, "the size-generic export was not tried first"
     with pytest.raises(EngineError, match="could not convert.*aten::made_up"):
         prepare_engine([net], "openvino", CPU, SHAPE, None)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("*.json"))
