@@ -1,10 +1,10 @@
 """On-disk cache of compiled engine models, so that only the first run with a network pays for its conversion.
 
-One entry per network weights + code, window shape, output channels, precision, library versions and CPU: ``<key>.blob`` (the
-compiled model's bytes) and ``<key>.json`` (what went into the key, the blob's size and SHA-256). The JSON is
-written last, after the blob, both atomically (:mod:`suprem_nn.utils.atomic`), so an entry whose JSON exists is
-complete. A blob that is missing, truncated or altered fails the size/SHA-256 check and is rebuilt; an entry
-made by another library version or CPU has another key and is never read.
+One entry per network weights + code, window shape, output channels, precision, library versions and CPU:
+``<key>.blob`` (the compiled model's bytes) and ``<key>.json`` (what went into the key, the blob's size and
+SHA-256). The JSON is written last, after the blob, both atomically (:mod:`suprem_nn.utils.atomic`), so an
+entry whose JSON exists is complete. A blob that is missing, truncated or altered fails the size/SHA-256 check
+and is rebuilt; an entry made by another library version or CPU has another key and is never read.
 
 Location: ``$SUPREM_ENGINE_CACHE`` if set, else ``~/suprem_nn_data/engine_cache``.
 """

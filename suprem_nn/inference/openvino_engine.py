@@ -269,6 +269,10 @@ class OpenVINONetwork(nn.Module):
         self.blob = blob
         self.output_channels = None if output_channels is None else [int(c) for c in output_channels]
         self.request = None  # made by the first call after construction or release_buffers
+        port = compiled.outputs[0]  # read once: every window's output tensor has this shape and dtype
+        self._output_shape = list(port.get_shape())
+        self._output_dtype = port.get_element_type().to_dtype()
+        self._tensor = import_openvino().Tensor
         self.input_shape = tuple(int(s) for s in input_shape)
         self.uses_batch_statistics = bool(uses_batch_statistics)
         self.precision = precision
@@ -326,9 +330,8 @@ class OpenVINONetwork(nn.Module):
         """
         import numpy as np
 
-        port = self.compiled.outputs[0]
-        out = np.empty(list(port.get_shape()), dtype=port.get_element_type().to_dtype())
-        self.request.set_output_tensor(0, import_openvino().Tensor(out, shared_memory=True))
+        out = np.empty(self._output_shape, dtype=self._output_dtype)
+        self.request.set_output_tensor(0, self._tensor(out, shared_memory=True))
         self.request.infer({0: array}, share_inputs=True, share_outputs=True)
         return torch.from_numpy(out)
 
