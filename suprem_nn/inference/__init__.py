@@ -5,7 +5,8 @@ released SuPreM file. The arrows inside run one way: ``api`` (keyword arguments 
 ``sources`` (one function per model source) -> ``run`` (the files loop) -> ``predictor`` (one case).
 """
 from .api import predict
-from .predictor import PredictionResult, Predictor, keep_largest_component
+from .components import keep_largest_component
+from .predictor import PredictionResult, Predictor
 from .run import RunSummary, run_prediction
 from .settings import PredictionSettings
 from .sliding_window import compute_steps, gaussian_importance_map, sliding_window_predict

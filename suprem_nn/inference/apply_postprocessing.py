@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import SupremError
 from ..io.image_io import image_ending, read_image, write_image
 from ..utils.atomic import remove_stale_temporaries
-from .predictor import keep_largest_component_per_label
+from .components import keep_largest_component_per_label
 
 log = logging.getLogger("suprem_nn.postprocess")
 

@@ -32,6 +32,7 @@ from ..errors import SupremError
 from ..io.geometry import Geometry
 from ..model_folder import FINAL_CHECKPOINT
 from ..planning.plans import Plan
+from .components import keep_largest_component, keep_largest_component_per_label
 from .sliding_window import sliding_window_predict
 
 __all__ = ["PredictionResult", "Predictor", "PreparedCase", "StagedPrediction"]
@@ -439,39 +440,6 @@ def _settings(settings, options: dict):
     from .settings import PredictionSettings
 
     return (settings or PredictionSettings(progress=False)).replace(**options)
-
-
-def keep_largest_component_per_label(label_map: np.ndarray, values) -> None:
-    """In place: for each label value, clear every voxel outside its largest 26-connected component.
-
-    Parameters
-    ----------
-    label_map : np.ndarray
-        Integer ``[i, j, k]`` label map, modified in place (cleared voxels become 0).
-    values : iterable of int
-        Label values to process; absent ones are skipped.
-    """
-    for v in values:
-        m = label_map == v
-        if m.any():
-            label_map[m & ~keep_largest_component(m).astype(bool)] = 0
-
-
-def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a binary mask, as uint8 0/1 of the same shape.
-
-    An empty mask or one with a single component comes back unchanged (as uint8).
-    """
-    import cc3d
-
-    if not mask.any():
-        return mask.astype(np.uint8)
-    labels, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=26, return_N=True)
-    if n <= 1:
-        return mask.astype(np.uint8)
-    counts = np.bincount(labels.reshape(-1))
-    counts[0] = 0
-    return (labels == int(np.argmax(counts))).astype(np.uint8)
 
 
 def _check_device(device: str) -> torch.device:

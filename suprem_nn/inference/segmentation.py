@@ -17,7 +17,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .predictor import keep_largest_component
+from .components import keep_largest_component
 
 SOFTMAX, SIGMOID = "softmax", "sigmoid"
 

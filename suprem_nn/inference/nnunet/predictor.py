@@ -26,8 +26,8 @@ from ...errors import SupremError
 from ...io.geometry import Geometry
 from ...model_folder import FINAL_CHECKPOINT  # nnU-Net v2 names its final checkpoint the same
 from ...preprocessing.resampling import resample_image
-from ..predictor import (PredictionResult, PreparedCase, StagedPrediction, _check_device,
-                         keep_largest_component_per_label)
+from ..components import keep_largest_component_per_label
+from ..predictor import PredictionResult, PreparedCase, StagedPrediction, _check_device
 from ..sliding_window import sliding_window_predict
 from .model import NnunetModel, load_nnunet_model
 from .preprocessing import NnunetPreprocessor
