@@ -225,9 +225,9 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
                       else torch.ones(patch, dtype=torch.float32, device=device))
     was_training = network.training
     network.eval()
-    accum = scratch = None
+    accum = None
     weights = torch.zeros(padded, dtype=accumulate_dtype, device=device)
-    constant_logits = None
+    constant_weighted = None  # weighted logits of a window of pad_value only, shared by all such windows
 
     def window(s):
         return data[:, s[0]:s[0] + patch[0], s[1]:s[1] + patch[1], s[2]:s[2] + patch[2]]
@@ -237,17 +237,20 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
             batch = batch.contiguous(memory_format=torch.channels_last_3d)
         return _tta_logits(network, batch, flips, autocast_dtype, keep)
 
-    def add(s, logits: torch.Tensor) -> None:
-        nonlocal accum, scratch
+    def add(s, weighted: torch.Tensor) -> None:
+        nonlocal accum
         if accum is None:
-            accum = torch.zeros([logits.shape[0]] + padded, dtype=accumulate_dtype, device=device)
-        if scratch is None or scratch.shape != logits.shape or scratch.dtype != logits.dtype:
-            scratch = torch.empty_like(logits)
+            accum = torch.zeros([weighted.shape[0]] + padded, dtype=accumulate_dtype, device=device)
         sl = (slice(s[0], s[0] + patch[0]), slice(s[1], s[1] + patch[1]), slice(s[2], s[2] + patch[2]))
-        # One weighted-window buffer for the whole pass (the same products as ``logits * weight_map``): a new one
-        # per window is a block of tens of MB freed and allocated again every window, which fragments the heap.
-        accum[(slice(None),) + sl].add_(torch.mul(logits, weight_map, out=scratch))
+        accum[(slice(None),) + sl].add_(weighted)
         weights[sl].add_(weight_map)
+
+    def weighted(logits: torch.Tensor) -> torch.Tensor:
+        # In place (the same products as ``logits * weight_map``): each window's logits are a new tensor that
+        # nothing else holds. A weighted copy per window was a block of tens of MB allocated and freed every
+        # window, which fragments the heap; kept as one reused buffer it stayed resident through the pass.
+        with torch.inference_mode():  # the logits were made under inference mode, which in-place updates need
+            return logits.mul_(weight_map)
 
     from ..utils.progress import Progress
 
@@ -257,23 +260,23 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
         pending: list = []
         for s, is_constant in zip(starts, constant):
             if is_constant:
-                if constant_logits is None:
-                    constant_logits = run(torch.full([1, data.shape[0]] + patch, float(pad_value),
-                                                     dtype=torch.float32, device=device))[0]
-                add(s, constant_logits)
+                if constant_weighted is None:
+                    constant_weighted = weighted(run(torch.full([1, data.shape[0]] + patch, float(pad_value),
+                                                                dtype=torch.float32, device=device))[0])
+                add(s, constant_weighted)
                 bar.update(1)
                 continue
             pending.append(s)
             if len(pending) == windows_per_batch:
                 out = run(torch.stack([window(p) for p in pending]))
                 for p, o in zip(pending, out):
-                    add(p, o)
+                    add(p, weighted(o))
                 bar.update(len(pending))
                 pending = []
         if pending:
             out = run(torch.stack([window(p) for p in pending]))
             for p, o in zip(pending, out):
-                add(p, o)
+                add(p, weighted(o))
             bar.update(len(pending))
     finally:
         bar.close()

@@ -14,10 +14,12 @@ from suprem_nn.networks import build_network  # noqa: E402
 from suprem_nn.networks.unet3d import BatchStatsBatchNorm3d  # noqa: E402
 
 CPU = torch.device("cpu")
-SMALL = {"unet": {}, "segresnet": {"init_filters": 8}, "swinunetr": {"feature_size": 12}}
+SMALL = {"unet": {}, "segresnet": {"init_filters": 8}, "swinunetr": {"feature_size": 12},
+         "mednext": {"init_filters": 8, "blocks_down": (1, 1, 1, 1), "blocks_bottleneck": 1, "blocks_up": (1, 1, 1, 1)}}
 # Swin UNETR needs 64^3: at 32^3 its bottleneck is 1 voxel, where instance normalisation is undefined.
 # 64^3 still pads stage 1 (32 -> 35) and stage 2 (16 -> 21) to whole 7^3 windows and shifts them.
-WINDOW = {"unet": 16, "segresnet": 32, "swinunetr": 64}
+WINDOW = {"unet": 16, "segresnet": 32, "swinunetr": 64, "mednext": 32}  # MedNeXt: 4 stages, sizes divisible by 16
+EXPORTED = {"unet", "mednext"}  # networks.registry.size_generic_export
 
 
 def _network(name: str, seed: int = 0) -> torch.nn.Module:
@@ -30,7 +32,7 @@ def _torch_logits(net, x):
         return net(x)
 
 
-@pytest.mark.parametrize("name", ["unet", "segresnet", "swinunetr"])
+@pytest.mark.parametrize("name", ["unet", "segresnet", "swinunetr", "mednext"])
 def test_window_logits_equal_torch(name, tmp_path, monkeypatch):
     """f32 logits within 1e-3 of torch's on a fresh window (not the one the conversion checked)."""
     monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))  # converted here, not found in a cache
@@ -46,9 +48,8 @@ def test_window_logits_equal_torch(name, tmp_path, monkeypatch):
     (ov_net,), report = prepare_engine([net], "openvino", CPU, shape, None)
     assert report["name"] == "openvino" and report["precision"] == "f32"
     assert report["cache"][0]["status"] == "converted" and report["convert_seconds"] > 0
-    # Only the U-Net is exported (networks.registry.size_generic_export); this window is too small for a range of
-    # sizes (see the next test)
-    assert report["cache"][0]["conversion"] == ("exported" if name == "unet" else "traced") + " at the window"
+    # Only the U-Net and MedNeXt are exported; this window is too small for a range of sizes (see the next test)
+    assert report["cache"][0]["conversion"] == ("exported" if name in EXPORTED else "traced") + " at the window"
     assert ov_net.uses_batch_statistics == (name == "unet")
     x = torch.randn(shape, generator=torch.Generator().manual_seed(7))
     ref = _torch_logits(net, x)
@@ -63,11 +64,12 @@ def test_window_logits_equal_torch(name, tmp_path, monkeypatch):
         assert float((_torch_logits(net, x) - ours).abs().max()) > 0.1
 
 
-@pytest.mark.parametrize("name", ["unet", "segresnet"])
-def test_unet_converts_without_a_full_window_pass(name, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["unet", "segresnet", "mednext"])
+def test_exported_backbones_convert_without_a_full_window_pass(name, tmp_path, monkeypatch):
     """SuPreM's U-Net is exported for any window size and checked on a small window: torch never runs it on the
     full window while converting (at 96^3 that float32 pass peaked at 2.4 GB), and the compiled full-window model
-    still gives torch's logits, batch statistics included. SegResNet, whose window pass is small, is traced."""
+    still gives torch's logits, batch statistics included. MedNeXt is exported the same way; SegResNet, whose
+    window pass is small, is traced."""
     from torch._subclasses.fake_tensor import FakeTensor
 
     monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
@@ -83,7 +85,7 @@ def test_unet_converts_without_a_full_window_pass(name, tmp_path, monkeypatch):
     (ov_net,), report = prepare_engine([net], "openvino", CPU, shape, None)
     hook.remove()
     entry = report["cache"][0]
-    if name == "unet":
+    if name in EXPORTED:
         assert entry["conversion"] == "exported for any window size"
         assert entry["check_window"] == [32, 32, 64]  # 48 = 3 x 16 -> 2 x 16; 96 = 3 x 32 -> 2 x 32
         assert seen == [(1, 1, 32, 32, 64)], seen  # only the check's reference pass ran torch on real data
