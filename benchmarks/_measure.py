@@ -2,7 +2,8 @@
 
 Peak memory is the largest sum of PSS (proportional set size: shared pages split
 between the processes sharing them) over the process tree, sampled every
-``interval`` seconds from /proc. Linux only.
+``interval`` seconds from /proc, and in the same samples the largest sum of
+anonymous (private, not file-backed) memory. Linux only.
 """
 from __future__ import annotations
 
@@ -31,22 +32,25 @@ def _tree(pid: int) -> list[int]:
     return seen
 
 
-def _pss_bytes(pid: int) -> int:
+def _pss_and_anon_bytes(pid: int) -> tuple[int, int]:
+    pss = anon = 0
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
+                pss = int(line.split()[1]) * 1024
+            elif line.startswith("Anonymous:"):
+                anon = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return pss, anon
 
 
 def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.2, cwd=None) -> dict:
-    """Run ``cmd``; return ``{"seconds", "peak_pss_bytes", "returncode", "output"}``."""
+    """Run ``cmd``; return ``{"seconds", "peak_pss_bytes", "peak_anon_bytes", "returncode", "output"}``."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=cwd)
-    peak = 0
+    peak = peak_anon = 0
     output = []
     import threading
 
@@ -57,8 +61,10 @@ def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.2,
     t = threading.Thread(target=reader, daemon=True)
     t.start()
     while proc.poll() is None:
-        peak = max(peak, sum(_pss_bytes(p) for p in _tree(proc.pid)))
+        sizes = [_pss_and_anon_bytes(p) for p in _tree(proc.pid)]
+        peak = max(peak, sum(s[0] for s in sizes))
+        peak_anon = max(peak_anon, sum(s[1] for s in sizes))
         time.sleep(interval)
     t.join()
-    return {"seconds": time.perf_counter() - start, "peak_pss_bytes": peak, "returncode": proc.returncode,
-            "output": "".join(output)}
+    return {"seconds": time.perf_counter() - start, "peak_pss_bytes": peak, "peak_anon_bytes": peak_anon,
+            "returncode": proc.returncode, "output": "".join(output)}

@@ -29,7 +29,10 @@ CASE = "ts_abdomen_sm_3mm"
 # (patch, spacing mm, network options): a few windows per engine on the 366 x 303 x 90 mm case. SegResNet
 # with 16 filters (SuPreM's width): 8 give its head too few features to fit.
 SETUP = {"unet": (32, 6.0, {}), "segresnet": (32, 6.0, {"init_filters": 16}),
-         "swinunetr": (64, 5.0, {"feature_size": 12})}
+         "swinunetr": (64, 5.0, {"feature_size": 12}),
+         "mednext": (32, 6.0, {"init_filters": 16, "blocks_down": (1, 1, 1, 1), "blocks_bottleneck": 1,
+                               "blocks_up": (1, 1, 1, 1)})}
+DIVISIBILITY = {"swinunetr": 32, "mednext": 16}  # the others: 8
 THRESHOLDS = (0.5, 0.8)  # normalised intensity (HU window [-175, 250] -> [0, 1]) each class learns to exceed
 
 
@@ -43,7 +46,8 @@ def _fit_head(net: nn.Module, plan, ct: Path) -> None:
     data = nn.functional.pad(data, [v for a in (2, 1, 0) for v in (pad[a] // 2, pad[a] - pad[a] // 2)])
     window = data[(slice(None),) + tuple(slice((s - p) // 2, (s - p) // 2 + p)
                                          for s, p in zip(data.shape[1:], patch))][None]
-    head = [m for m in net.modules() if isinstance(m, nn.Conv3d) and m.out_channels == plan.num_outputs][-1]
+    head = [m for m in net.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))
+            and m.out_channels == plan.num_outputs][-1]  # MedNeXt's head is a 1x1x1 transposed convolution
     assert head.kernel_size == (1, 1, 1)
     seen = []
     hook = head.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
@@ -56,7 +60,8 @@ def _fit_head(net: nn.Module, plan, ct: Path) -> None:
     ridge = 1e-3 * float((a * a).sum()) / len(a)
     sol = torch.linalg.solve(a.T @ a + ridge * torch.eye(a.shape[1], dtype=torch.float64), a.T @ y)
     with torch.no_grad():
-        head.weight.copy_(sol[:-1].T.reshape(head.weight.shape).float())
+        weight = sol[:-1] if isinstance(head, nn.ConvTranspose3d) else sol[:-1].T  # (in, out) vs (out, in)
+        head.weight.copy_(weight.reshape(head.weight.shape).float())
         head.bias.copy_(sol[-1].float())
 
 
@@ -64,7 +69,7 @@ def _model_folder(root: Path, name: str, ct: Path) -> Path:
     patch, spacing, kwargs = SETUP[name]
     plan = tiny_plan(network=name, patch=(patch,) * 3, spacing=(spacing,) * 3,
                      mirror_axes=(0,) if name == "segresnet" else ())  # mirroring once; it is engine-independent
-    plan.network_kwargs, plan.divisibility = kwargs, 32 if name == "swinunetr" else 8
+    plan.network_kwargs, plan.divisibility = kwargs, DIVISIBILITY.get(name, 8)
     torch.manual_seed(0)
     net = build_network(name, plan.num_inputs, plan.num_outputs, **kwargs)
     _fit_head(net, plan, ct)
@@ -76,7 +81,7 @@ def _model_folder(root: Path, name: str, ct: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("name", ["unet", "segresnet", "swinunetr"])
+@pytest.mark.parametrize("name", ["unet", "segresnet", "swinunetr", "mednext"])
 def test_real_ct_labels_agree_between_engines(name, real_ct, tmp_path):
     ct = real_ct / CASE / "ct.nii.gz"
     folder = _model_folder(tmp_path / "results", name, ct)
