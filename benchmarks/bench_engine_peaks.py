@@ -12,9 +12,9 @@ for the U-Net).
 Per run, three peaks:
 
 * **RSS**: the process's high-water mark (``peak_rss_mb`` of run_report.json, the kernel's VmHWM), exact.
-* **private**: the largest anonymous memory (smaps_rollup ``Anonymous``), sampled every 20 ms; what this
+* **private**: the largest anonymous memory (``RssAnon`` of /proc/PID/status), sampled every 20 ms; what this
   process alone holds: arrays, activations, the heap.
-* **PSS**, sampled with it (benchmarks/_measure.py).
+* **PSS**, sampled every 200 ms as in the other benchmarks (benchmarks/_measure.py).
 
 RSS minus private is file-backed: library code and the memory-mapped engine-cache entry, clean pages that other
 processes share and that the kernel can drop under pressure and read back. From run to run the peaks of one engine
@@ -51,7 +51,7 @@ def one_run(engine: str, args, ckpt: Path, out: Path, cache: Path) -> dict:
     if engine == "torch" and args.channels_last:
         cmd.append("--channels-last")
     r = run_measured(cmd, env={"PYTHONPATH": str(REPO), "SUPREM_ENGINE_CACHE": str(cache)}, interval=0.02,
-                     cwd=REPO)
+                     pss_every=10, cwd=REPO)
     if r["returncode"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r['output'][-2000:]}")
     report = json.loads((out / "run_report.json").read_text())
