@@ -17,7 +17,11 @@ The model is an nnU-Net v2 model folder (``--nnunet-model FOLDER``, fold ``all``
 backbone with fabricated release-layout weights (``--backbone unet|segresnet|swinunetr``, 32 classes, 96^3).
 
     python benchmarks/bench_engine_memory.py --nnunet-model MODEL_FOLDER [--fold all] [--precision f32|bf16]
-    python benchmarks/bench_engine_memory.py --backbone segresnet
+    python benchmarks/bench_engine_memory.py --backbone segresnet [--channels 9]
+
+``--channels N`` keeps only the first N output channels, as a prediction that keeps a class subset does (SuPreM's
+direct recipe keeps 9 organs of 32): OpenVINO is converted for those channels only, torch computes all of them and
+selects those, as the sliding window does.
 
 Prints one JSON line per engine (MB after each step) and the differences that matter.
 """
@@ -33,14 +37,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Runs in a fresh interpreter: argv = engine, model spec (JSON), precision.
+# Runs in a fresh interpreter: argv = engine, model spec (JSON), precision, kept channels (0 = all).
 _CHILD = r'''
 import json, os, sys
 steps = {}
 def rss_mb():
     with open("/proc/self/statm") as f:
         return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20)
-engine, spec, precision = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+engine, spec, precision, channels = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 import torch
 import suprem_nn.inference
 if engine == "openvino":
@@ -64,7 +68,8 @@ x = torch.rand(shape)
 autocast = torch.bfloat16 if precision == "bf16" else None
 if engine == "openvino":
     from suprem_nn.inference.engines import prepare_engine
-    runs, report = prepare_engine(nets, "openvino", torch.device("cpu"), shape, autocast)
+    runs, report = prepare_engine(nets, "openvino", torch.device("cpu"), shape, autocast,
+                                  output_channels=list(range(channels)) if channels else None)
     steps["compiled"] = rss_mb()
     del nets
     import gc; gc.collect()
@@ -72,9 +77,16 @@ if engine == "openvino":
     status = report["cache"][0]["status"]
 else:
     runs, status = nets, None
+keep = torch.arange(channels) if channels else None
 for k in (1, 2):
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
-        runs[0](x)
+        if engine == "openvino":
+            y = runs[0](x, keep_channels=keep)
+        else:  # what sliding_window._tta_logits does with a torch network: all channels, then the kept ones
+            y = runs[0](x)
+            y = y if keep is None else y.index_select(1, keep)
+        y = y.float()
+    del y
     steps[f"window {k}"] = rss_mb()
 # what the end of a volume's pass does: OpenVINO gives its buffers back, both return freed heap memory
 if engine == "openvino":
@@ -84,12 +96,13 @@ release_free_heap()
 steps["pass ended"] = rss_mb()
 with open("/proc/self/status") as f:  # VmHWM: the largest RSS so far, transient buffers inside a pass included
     hwm = [round(int(l.split()[1]) / 1024) for l in f if l.startswith("VmHWM:")][0]
-print(json.dumps({"engine": engine, "precision": precision, "cache": status, "rss_mb": steps, "peak_rss_mb": hwm}))
+print(json.dumps({"engine": engine, "precision": precision, "channels": channels or "all", "cache": status,
+                  "rss_mb": steps, "peak_rss_mb": hwm}))
 '''
 
 
-def run_child(engine: str, spec: dict, precision: str, env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD, engine, json.dumps(spec), precision], env=env,
+def run_child(engine: str, spec: dict, precision: str, channels: int, env: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", _CHILD, engine, json.dumps(spec), precision, str(channels)], env=env,
                          capture_output=True, text=True, cwd=str(REPO))
     if out.returncode != 0:
         raise SystemExit(f"{engine} run failed:\n{out.stderr[-3000:]}")
@@ -103,6 +116,7 @@ def main(argv=None) -> dict:
     src.add_argument("--backbone", choices=["unet", "segresnet", "swinunetr"])
     ap.add_argument("--fold", default="all")
     ap.add_argument("--precision", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--channels", type=int, default=0, help="keep only the first N output channels (0: all)")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench_engine_memory_"))
     if args.nnunet_model:
@@ -115,10 +129,11 @@ def main(argv=None) -> dict:
         spec = {"kind": "released", "backbone": args.backbone, "checkpoint": str(path)}
     env = {**os.environ, "SUPREM_ENGINE_CACHE": str(work / "engine_cache"),
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    first = run_child("openvino", spec, args.precision, env)  # fills the cache: the measured runs are cache hits
+    # the first run fills the cache: the measured runs are cache hits
+    first = run_child("openvino", spec, args.precision, args.channels, env)
     results = {"model": spec, "conversion_run": first,
-               "torch": run_child("torch", spec, args.precision, env),
-               "openvino": run_child("openvino", spec, args.precision, env)}
+               "torch": run_child("torch", spec, args.precision, args.channels, env),
+               "openvino": run_child("openvino", spec, args.precision, args.channels, env)}
     t, o = results["torch"]["rss_mb"], results["openvino"]["rss_mb"]
     results["summary_mb"] = {
         "torch: window 2 - import": t["window 2"] - t["import"],
