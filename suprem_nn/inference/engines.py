@@ -136,10 +136,16 @@ def _openvino_networks(networks, input_shape, autocast_dtype, output_channels) -
                 status = "corrupt"
         entry = {"status": status}
         if compiled is None:
+            # A first run is silent for seconds to a minute here (Swin UNETR: 24-34 s): say what it is doing.
+            log.info("OpenVINO: converting the network for %s windows in %s (once per network, window and "
+                     "precision; stored in %s)", "x".join(str(s) for s in input_shape[2:]), precision,
+                     cache.engine_cache_root())
             compiled, checked = _convert_and_check(net, input_shape, output_channels, precision, threads)
             entry.update(checked)
             entry["status"] = "rebuilt" if status == "corrupt" else "converted"
             entry["convert_seconds"] = round(time.perf_counter() - t0, 3)
+            log.info("OpenVINO: converted in %.1f s (%s; float32 logits within %.1e of torch's)",
+                     entry["convert_seconds"], checked["conversion"], checked["check_max_abs_diff"])
             report["convert_seconds"] += time.perf_counter() - t0
             blob = export_compiled(compiled)
             try:
