@@ -32,22 +32,11 @@ def _tree(pid: int) -> list[int]:
     return seen
 
 
-def _pss_bytes(pid: int) -> int:
+def _proc_bytes(pid: int, file: str, field: str) -> int:
+    """``field`` (a kB line such as ``Pss:``) of /proc/PID/``file`` in bytes; 0 once the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _anon_bytes(pid: int) -> int:
-    # the kernel's counter, cheap to read often (smaps_rollup walks the page tables: read every 20 ms it slowed
-    # a 2-core prediction by 40-50 %)
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -76,9 +65,11 @@ def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.2,
     n = 0
     while proc.poll() is None:
         tree = _tree(proc.pid)
-        peak_anon = max(peak_anon, sum(_anon_bytes(p) for p in tree))
+        # RssAnon is a counter, cheap to read often; smaps_rollup walks the page tables (read every 20 ms it slowed
+        # a 2-core prediction by 40-50 %)
+        peak_anon = max(peak_anon, sum(_proc_bytes(p, "status", "RssAnon:") for p in tree))
         if n % max(1, pss_every) == 0:
-            peak = max(peak, sum(_pss_bytes(p) for p in tree))
+            peak = max(peak, sum(_proc_bytes(p, "smaps_rollup", "Pss:") for p in tree))
         n += 1
         time.sleep(interval)
     t.join()
