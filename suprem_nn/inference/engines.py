@@ -139,7 +139,7 @@ def _openvino_networks(networks, input_shape, autocast_dtype, output_channels) -
             # A first run is silent for seconds to a minute here (Swin UNETR: 24-34 s): say what it is doing.
             log.info("OpenVINO: converting the network for %s windows in %s (once per network, window and "
                      "precision; stored in %s)", "x".join(str(s) for s in input_shape[2:]), precision,
-                     cache.engine_cache_root())
+                     report["cache_folder"])
             compiled, checked = _convert_and_check(net, input_shape, output_channels, precision, threads)
             entry.update(checked)
             entry["status"] = "rebuilt" if status == "corrupt" else "converted"
