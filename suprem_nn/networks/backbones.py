@@ -67,10 +67,11 @@ class Backbone:
         release: the released SuPreM weights' layout, or None when no SuPreM weights exist (the backbone is
             trained from scratch only).
         size_generic_export: the OpenVINO engine converts it with ``torch.export`` for any window size, so no
-            float32 pass over a full window runs. Chosen where that pass is large: SuPreM's U-Net needs 2.4 GB
-            at 96³, more than a whole bfloat16 prediction with it, and MedNeXt's activations are larger still.
-            Not for SegResNet, whose pass is small: traced at the window, its first prediction peaked lower
-            (1,416-1,420 MB against 1,499-1,535 MB), since the export's machinery stays resident (about 130 MB).
+            float32 pass over a full window runs. SuPreM's U-Net needs 2.4 GB for that pass at 96³, more than a
+            whole bfloat16 prediction with it, and MedNeXt's activations are larger still. SegResNet's pass is
+            smaller, but the conversion runs in a helper process beside the prediction's (whose own imports and
+            weights hold about 370 MB meanwhile): traced there, the two processes peaked at 1,226-1,314 MB of
+            private memory, above the prediction's 1,066-1,090 MB; exported, the helper peaked at 582 MB.
             Not for Swin UNETR: its shifted attention windows pad and partition by shape arithmetic that took
             185 s to export that way.
     """
@@ -113,7 +114,8 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
         head_prefixes=("conv_final.2.",), input_conv_keys=("convInit.conv.weight",),
         activation_values_per_voxel=252.0, parameter_count=4_701_424,
         channels_last=frozenset({"cpu"}), preset="segresnet.json",
-        release=SuPreMRelease(marker="convInit.", backbone_keys=81, file_keys=83, universal=False)),
+        release=SuPreMRelease(marker="convInit.", backbone_keys=81, file_keys=83, universal=False),
+        size_generic_export=True),
     Backbone(
         name="swinunetr", display="Swin UNETR (MONAI 0.9 layout)", constructor="swinunetr:SuPreMSwinUNETR",
         divisibility=32, encoder_prefixes=("swinViT", "encoder"), head_prefixes=("out.",),

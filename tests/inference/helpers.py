@@ -1,6 +1,8 @@
 """Small plans, networks and model folders for inference tests (tiny patches so tests stay fast)."""
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import torch
@@ -37,6 +39,32 @@ class ThresholdNet(nn.Module):
         if self.background:  # softmax plans: background logit 0
             logits = torch.cat([torch.zeros_like(logits[:, :1]), logits], 1)
         return logits
+
+
+class UnconvertibleNet(nn.Module):
+    """A convolution, then ``lgamma``: OpenVINO's converter has no rule for ``aten::lgamma``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 1)
+
+    def forward(self, x):
+        return torch.lgamma(self.conv(x).abs() + 1)
+
+
+class CrashesWhenTraced(nn.Module):
+    """A convolution whose trace kills its process with SIGSEGV, as a converter crashing in native code does,
+    in any process but the one that built it (a test process must survive to report)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 1)
+        self.builder = os.getpid()
+
+    def forward(self, x):
+        if torch.jit.is_tracing() and os.getpid() != self.builder:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return self.conv(x)
 
 
 def make_model_folder(root: Path, plan: Plan, folds=(0,), seed: int = 0) -> Path:

@@ -16,6 +16,8 @@ from suprem_nn.inference import engine_cache, engines  # noqa: E402
 from suprem_nn.inference.engines import EngineError, prepare_engine  # noqa: E402
 from suprem_nn.networks import build_network  # noqa: E402
 
+from .helpers import CrashesWhenTraced, UnconvertibleNet  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
 SHAPE = (1, 1, 32, 32, 32)
@@ -38,17 +40,17 @@ def test_cache_hit_and_corrupt_entry_rebuilt(tmp_path, monkeypatch):
     (converted,), first = prepare_engine([net], "openvino", CPU, shape, None)
     blob = Path(first["cache"][0]["file"])
     assert first["cache"][0]["status"] == "converted" and blob.is_file() and blob.parent == tmp_path / "cache"
+    assert first["cache"][0]["converted_in"] == "a separate process"
     # The first run already runs from the stored entry, as later runs do (the in-process compilation is freed)
     assert converted.blob is not None and len(converted.blob) == blob.stat().st_size
 
-    import suprem_nn.inference.openvino_engine as ove
+    import suprem_nn.inference.engine_conversion as conversion
 
     def no_conversion(*a, **k):
         raise AssertionError("converted although the cache holds this network")
 
     with monkeypatch.context() as m:
-        m.setattr(ove, "convert_network", no_conversion)
-        m.setattr(ove, "convert_network_any_size", no_conversion)
+        m.setattr(conversion, "convert_into_cache", no_conversion)
         (ov_net,), second = prepare_engine([net], "openvino", CPU, shape, None)
     assert second["cache"][0]["status"] == "hit" and second["convert_seconds"] == 0
     x = torch.randn(shape)
@@ -86,35 +88,71 @@ def test_missing_openvino_default_falls_back_with_one_line(monkeypatch, caplog):
         prepare_engine([net], "openvino", CPU, SHAPE, None)
 
 
+def _entries(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.glob("*")) if cache.exists() else []
+
+
 def test_conversion_failure_default_falls_back_explicit_fails(monkeypatch, caplog, tmp_path):
     monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
-    import suprem_nn.inference.openvino_engine as ove
-
-    def unsupported(*a, **k):
-        raise RuntimeError("OpenVINO does not support the operation aten::made_up\nlong converter log")
-
-    exports = []
-
-    def not_exportable(*a, **k):  # the size-generic export fails first; the fixed-window trace is tried next
-        exports.append(1)
-        raise RuntimeError("torch.export cannot handle made_up_control_flow")
-
-    import suprem_nn.networks.registry as registry
-
-    monkeypatch.setattr(registry, "size_generic_export", lambda network: True)  # as for SuPreM's U-Net
-    monkeypatch.setattr(ove, "convert_network", unsupported)
-    monkeypatch.setattr(ove, "convert_network_any_size", not_exportable)
-    net = _network()
+    net = UnconvertibleNet()  # converted in the helper process, whose converter has no rule for aten::lgamma
     with caplog.at_level(logging.WARNING, logger="suprem_nn.predict"):
         nets, report = prepare_engine([net], None, CPU, SHAPE, None)
     assert nets == [net] and report["name"] == "torch"
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "\n" not in lines[0], lines
-    assert "aten::made_up" in lines[0] and "using the torch engine instead" in lines[0]
-    assert exports, "the size-generic export was not tried first"
-    with pytest.raises(EngineError, match="could not convert.*aten::made_up"):
+    # the converter's own first line is a C++ source location; the line names the operation instead
+    assert "OpConversionFailure" in lines[0] and "aten::lgamma" in lines[0] and ".cpp" not in lines[0], lines
+    assert lines[0].endswith("using the torch engine instead")
+    with pytest.raises(EngineError, match="could not convert.*aten::lgamma"):
         prepare_engine([net], "openvino", CPU, SHAPE, None)
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("*.json"))
+    assert not any(name.endswith(".json") for name in _entries(tmp_path / "cache"))
+
+
+def test_converter_crash_ends_the_helper_not_the_prediction(monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
+    net = CrashesWhenTraced()  # its trace dies of SIGSEGV in any process but this one
+    with caplog.at_level(logging.WARNING, logger="suprem_nn.predict"):
+        nets, report = prepare_engine([net], None, CPU, SHAPE, None)
+    assert nets == [net] and report["name"] == "torch"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "conversion process was killed by SIGSEGV" in lines[0], lines
+    assert report["fallback_reason"] in lines[0]
+    with pytest.raises(EngineError, match="--engine openvino: .*killed by SIGSEGV"):
+        prepare_engine([net], "openvino", CPU, SHAPE, None)
+    assert _entries(tmp_path / "cache") == []
+
+
+def test_network_the_helper_cannot_receive_is_converted_here(monkeypatch, tmp_path):
+    monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
+
+    class LocalNet(torch.nn.Module):  # a local class cannot be pickled for the helper process
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(1, 2, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    net = LocalNet().eval()
+    (ov_net,), report = prepare_engine([net], "openvino", CPU, SHAPE, None)
+    assert report["cache"][0]["converted_in"] == "this process" and report["cache"][0]["status"] == "converted"
+    x = torch.randn(SHAPE)
+    assert float((_torch_logits(ov_net, x) - _torch_logits(net, x)).abs().max()) <= 1e-4
+
+
+def test_unwritable_cache_still_runs_the_conversion(monkeypatch, caplog, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "a_file" / "cache"))
+    net = _network(seed=5)
+    with caplog.at_level(logging.WARNING, logger="suprem_nn.predict"):
+        (ov_net,), report = prepare_engine([net], "openvino", CPU, SHAPE, None)
+    entry = report["cache"][0]
+    assert entry["converted_in"] == "a separate process" and entry["store_error"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"could not store the compiled model in {tmp_path / 'a_file' / 'cache'} ({entry['store_error']}); "
+        "the next run converts again"]
+    x = torch.randn(SHAPE)
+    assert float((_torch_logits(ov_net, x) - _torch_logits(net, x)).abs().max()) <= 1e-3
 
 
 def test_engine_choice_rules():

@@ -120,7 +120,8 @@ def test_cli_engine_missing(real_ct, tmp_path):
 
 def test_cli_says_when_it_converts(real_ct, tmp_path, monkeypatch):
     """A first run says, before its pause, that it converts the network and where it stores it, then how long
-    it took and how close to torch it came; a later run loads the stored model and says nothing of it."""
+    it took, how (in a helper process) and how close to torch it came; a later run loads the stored model and
+    says nothing of it."""
     cache = tmp_path / "engine cache"
     monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(cache))
     folder = make_model_folder(tmp_path / "results", tiny_plan(spacing=(12.0,) * 3, mirror_axes=()))
@@ -131,7 +132,8 @@ def test_cli_says_when_it_converts(real_ct, tmp_path, monkeypatch):
     assert len(said) == 2, first.stderr
     precision = json.loads((tmp_path / "run_report.json").read_text())["engine"]["precision"]  # f32 or bf16
     assert f"converting the network for 32x32x32 windows in {precision}" in said[0] and str(cache) in said[0]
-    assert "converted in" in said[1] and "of torch's" in said[1]
+    assert "converted in" in said[1] and "exported at the window, in a separate process;" in said[1]
+    assert "of torch's" in said[1]
     second = _cli("-i", ct, "-o", tmp_path / "second.nii.gz", "-m", folder, "--engine", "openvino")
     assert second.returncode == 0, second.stderr
     assert "OpenVINO: convert" not in second.stderr
