@@ -63,7 +63,8 @@ def one_run(engine: str, args, ckpt: Path, out: Path, cache: Path) -> dict:
     return {"engine": engine, "cache": entries[0]["status"] if entries else "-",
             "rss": report["peak_rss_mb"], "private": round(r["peak_anon_bytes"] / 2 ** 20, 1),
             "pss": round(r["peak_pss_bytes"] / 2 ** 20, 1), "tree_rss": round(r["peak_rss_bytes"] / 2 ** 20, 1),
-            "network_seconds": report["seconds_total_by_stage"]["network"], "wall_seconds": round(r["seconds"], 1)}
+            "network_seconds": report["seconds_total_by_stage"]["network"], "wall_seconds": round(r["seconds"], 1),
+            "convert_seconds": report["engine"].get("convert_seconds", 0.0)}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -96,7 +97,9 @@ def main() -> int:
             row = one_run(engine, args, ckpt, tmp / "out", tmp / "engine_cache")
             rows.append(row)
             print(f"{row['engine']:8s} {row['cache']:9s} RSS {row['rss']:7.1f} MB  private {row['private']:7.1f} MB"
-                  f"  PSS {row['pss']:7.1f} MB  tree RSS {row['tree_rss']:7.1f} MB  network {row['network_seconds']:6.1f} s", flush=True)
+                  f"  PSS {row['pss']:7.1f} MB  tree RSS {row['tree_rss']:7.1f} MB"
+                  f"  network {row['network_seconds']:6.1f} s"
+                  + (f"  converted in {row['convert_seconds']:.1f} s" if row["convert_seconds"] else ""), flush=True)
     groups = {"openvino, converting": [r for r in rows if r["engine"] == "openvino" and r["cache"] != "hit"],
               "openvino, cache hit": [r for r in rows if r["engine"] == "openvino" and r["cache"] == "hit"],
               "torch": [r for r in rows if r["engine"] == "torch"]}

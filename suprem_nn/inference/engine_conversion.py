@@ -174,10 +174,10 @@ def convert_and_check(net, input_shape, output_channels, precision, threads) -> 
     """``(compiled model, report)``: ``net`` (only ``output_channels`` if given) converted, its f32 logits checked
     against torch's on one sample window, compiled for ``input_shape`` at ``precision``.
 
-    SuPreM's U-Net (and MedNeXt) are exported for any window size up to ``input_shape`` without running them
-    (:func:`~suprem_nn.inference.openvino_engine.convert_network_any_size`) and checked on the smallest window of
-    that range, so no float32 torch pass over a full window happens: for the U-Net at 96³ that pass alone peaked
-    at 2.4 GB, above a whole bfloat16 torch prediction. Other networks (SegResNet, Swin UNETR, nnU-Net's; see
+    SuPreM's U-Net, SegResNet and MedNeXt are exported for any window size up to ``input_shape`` without running
+    them (:func:`~suprem_nn.inference.openvino_engine.convert_network_any_size`) and checked on the smallest
+    window of that range, so no float32 torch pass over a full window happens: for the U-Net at 96³ that pass
+    alone peaked at 2.4 GB, above a whole bfloat16 torch prediction. Other networks (Swin UNETR, nnU-Net's; see
     :func:`~suprem_nn.networks.registry.size_generic_export`), and any that the export cannot handle, are traced
     at the window and checked there.
 

@@ -72,7 +72,7 @@ def uses_batch_statistics(model: nn.Module) -> bool:
 
 def size_generic_export(model: nn.Module) -> bool:
     """True when ``model`` is built on this package's backbones and each of them is converted by a size-generic
-    export (:attr:`~.backbones.Backbone.size_generic_export`: U-Net and MedNeXt).
+    export (:attr:`~.backbones.Backbone.size_generic_export`: U-Net, SegResNet and MedNeXt).
 
     Networks from elsewhere (nnU-Net's) give False: their windows are small, so a float32 pass over one costs
     little, and converted at the fixed window their labels stayed closer to nnUNetv2_predict's (99.998 % against
