@@ -18,6 +18,7 @@ a script's ``__main__``) is converted in this process instead, as before.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import re
@@ -39,7 +40,8 @@ __all__ = ["CHECK_TOLERANCE", "ConversionFailed", "convert_and_check", "convert_
 # largest |logit| (at least 1). Measured differences are 1e-6 .. 6e-4 absolute on SuPreM's backbones;
 # a wrong conversion (e.g. running statistics instead of batch statistics) is off by O(1).
 CHECK_TOLERANCE = 1e-3
-_RESULT, _BLOB = "result.json", "model.blob"
+_RESULT, _BLOB, _RECEIVED = "result.json", "model.blob", "received"
+log = logging.getLogger("suprem_nn.predict")
 
 
 class ConversionFailed(RuntimeError):
@@ -107,8 +109,8 @@ def convert_into_cache(net: torch.nn.Module, key: dict, cache_root: Path, input_
                "precision": precision, "threads": int(threads)}
     try:
         return _convert_in_helper(net, request)
-    except _NotTransferable:
-        pass
+    except _NotTransferable as exc:
+        log.info("OpenVINO: converting in this process (the helper process could not take the network: %s)", exc)
     compiled, report = convert_and_check(net, input_shape, output_channels, precision, threads)
     report["converted_in"] = "this process"
     return _store(compiled, report, request)
@@ -138,10 +140,15 @@ def _convert_in_helper(net, request: dict) -> tuple[dict, Optional[bytes]]:
         if result is None or proc.returncode != 0:
             if result is not None and result.get("stage") == "load":
                 raise _NotTransferable(result["error"])
+            stderr.seek(0)
+            said = stderr.read().decode(errors="replace")
+            if result is None and not (Path(tmp) / _RECEIVED).exists():
+                # It never got the network: this interpreter cannot start helpers (an embedding application's
+                # sys.executable, say), which is no reason to give up OpenVINO.
+                raise _NotTransferable(_crash_message(proc.returncode, said))
             if result is not None and "error" in result:
                 raise ConversionFailed(result["error"], kind=result.get("kind"))
-            stderr.seek(0)
-            raise ConversionFailed(_crash_message(proc.returncode, stderr.read().decode(errors="replace")))
+            raise ConversionFailed(_crash_message(proc.returncode, said))
         blob = (Path(tmp) / _BLOB).read_bytes() if not result["stored"] else None
     return result["report"], blob
 
@@ -263,6 +270,7 @@ def _helper_main(result_dir: str) -> int:
     except Exception as exc:  # noqa: BLE001 - e.g. the network's class lives in the parent's __main__
         atomic_write_json(out / _RESULT, {"stage": "load", "error": first_line(exc)})
         return 1
+    (out / _RECEIVED).touch()  # from here on a missing result means the conversion itself died
     try:
         torch.set_num_threads(request["threads"])
         compiled, report = convert_and_check(net, request["input_shape"], request["output_channels"],
