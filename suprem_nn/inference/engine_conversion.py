@@ -182,11 +182,12 @@ def convert_and_check(net, input_shape, output_channels, precision, threads) -> 
     against torch's on one sample window, compiled for ``input_shape`` at ``precision``.
 
     SuPreM's U-Net, SegResNet and MedNeXt are exported for any window size up to ``input_shape`` without running
-    them (:func:`~suprem_nn.inference.openvino_engine.convert_network_any_size`) and checked on the smallest
+    them (:func:`~suprem_nn.inference.openvino_engine.convert_network_exported`) and checked on the smallest
     window of that range, so no float32 torch pass over a full window happens: for the U-Net at 96³ that pass
-    alone peaked at 2.4 GB, above a whole bfloat16 torch prediction. Other networks (Swin UNETR, nnU-Net's; see
-    :func:`~suprem_nn.networks.registry.size_generic_export`), and any that the export cannot handle, are traced
-    at the window and checked there.
+    alone peaked at 2.4 GB, above a whole bfloat16 torch prediction. Swin UNETR is exported at the window and
+    checked there (torch's reference pass is the only one). Other networks (nnU-Net's), and any that the export
+    cannot handle, are traced at the window and checked there
+    (:func:`~suprem_nn.networks.registry.openvino_conversion`).
 
     Parameters
     ----------
@@ -205,21 +206,22 @@ def convert_and_check(net, input_shape, output_channels, precision, threads) -> 
     -------
     tuple of (openvino.CompiledModel, dict)
         The report: ``"conversion"`` (how), ``"check_window"``, ``"check_max_abs_diff"`` and, when the
-        size-generic export failed, ``"export_error"``.
+        export failed and the network was traced instead, ``"export_error"``.
 
     Raises
     ------
     RuntimeError
         When the converted model's logits differ from torch's by more than :data:`CHECK_TOLERANCE`.
     """
-    from ..networks.registry import size_generic_export
-    from .openvino_engine import OpenVINONetwork, compile_model, convert_network, convert_network_any_size
+    from ..networks.registry import openvino_conversion
+    from .openvino_engine import OpenVINONetwork, compile_model, convert_network, convert_network_exported
 
     full = [int(s) for s in input_shape]
     model, check_shape, report = None, full, {"conversion": "traced at the window"}
-    if size_generic_export(net):
+    method = openvino_conversion(net)
+    if method != "trace":
         try:
-            model, check_shape = convert_network_any_size(net, full, output_channels)
+            model, check_shape = convert_network_exported(net, full, output_channels, any_size=method == "any size")
             report["conversion"] = "exported for any window size" if check_shape != full else "exported at the window"
         except Exception as exc:  # noqa: BLE001 - torch.export and the converter raise many kinds; trace instead
             report["export_error"] = first_line(exc)
@@ -234,9 +236,12 @@ def convert_and_check(net, input_shape, output_channels, precision, threads) -> 
                 reference = reference[:, [int(c) for c in output_channels]]
         finally:
             net.train(was_training)
+    # What the torch pass freed stays resident otherwise (utils/heap.py), under the trace's own pass: Swin
+    # UNETR's trace at 96³ peaked at 2.7 GB on top of 0.57 GB so kept.
+    release_free_heap()
     if model is None:
         model = convert_network(net, full, output_channels)  # tracing runs the network once more in torch
-    release_free_heap()  # what the torch passes freed stays resident otherwise (utils/heap.py)
+        release_free_heap()
     model.reshape({0: check_shape})
     checked = compile_model(model, "f32", threads)
     check_network = OpenVINONetwork(checked, check_shape, False, "f32")

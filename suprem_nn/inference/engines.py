@@ -135,7 +135,7 @@ def _openvino_networks(networks, input_shape, autocast_dtype, output_channels) -
             checked, blob = convert_into_cache(net, key, cache.engine_cache_root(), input_shape, output_channels,
                                                precision, threads)
             if "export_error" in checked:
-                log.info("size-generic export failed (%s); traced at the window instead", checked["export_error"])
+                log.info("the export failed (%s); traced at the window instead", checked["export_error"])
             if "store_error" in checked:  # a read-only or full disk costs the next run a conversion, not this one
                 log.warning("could not store the compiled model in %s (%s); the next run converts again",
                             cache.engine_cache_root(), checked["store_error"])

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..utils.heap import release_free_heap
 
-__all__ = ["import_openvino", "openvino_version", "SelectedOutputs", "convert_network_any_size",
+__all__ = ["import_openvino", "openvino_version", "SelectedOutputs", "convert_network_exported",
            "convert_network", "compile_model", "import_compiled",
            "export_compiled", "compiled_precision", "OpenVINONetwork", "PRECISIONS"]
 
@@ -93,9 +93,10 @@ class SelectedOutputs(nn.Module):
 _MAX_AXIS_STEP = 32
 
 
-def convert_network_any_size(network: nn.Module, input_shape: Sequence[int],
-                             output_channels: Optional[Sequence[int]] = None):
-    """``(openvino.Model, small_shape)``: ``network`` exported for windows of any size up to ``input_shape``.
+def convert_network_exported(network: nn.Module, input_shape: Sequence[int],
+                             output_channels: Optional[Sequence[int]] = None, any_size: bool = True):
+    """``(openvino.Model, small_shape)``: ``network`` exported for windows of any size up to ``input_shape``, or
+    (``any_size=False``) for exactly ``input_shape``, where ``small_shape`` is ``input_shape``.
 
     ``torch.export`` records the network on symbolic shapes without running it, so unlike tracing
     (:func:`convert_network`) no window's activations are allocated: a float32 pass of SuPreM's U-Net at 96³
@@ -113,19 +114,22 @@ def convert_network_any_size(network: nn.Module, input_shape: Sequence[int],
         ``(1, C, X, Y, Z)``, the window the prediction runs.
     output_channels : sequence of int, optional
         As in :func:`convert_network`.
+    any_size : bool
+        False: static shapes, the window only. For networks whose shape arithmetic is slow to export
+        symbolically (Swin UNETR: 185 s), still without running them (5 s).
 
     Raises
     ------
     Exception
-        Whatever ``torch.export`` or the converter raises for a network they cannot handle size-generically;
-        :func:`convert_network` then converts it at the fixed window.
+        Whatever ``torch.export`` or the converter raises for a network they cannot handle;
+        :func:`convert_network` then traces it at the fixed window.
     """
     from torch.export import Dim, export
 
     ov = import_openvino()
     shape = [int(s) for s in input_shape]
     dims, small = {}, list(shape)
-    for axis in (2, 3, 4):
+    for axis in (2, 3, 4) if any_size else ():
         step = shape[axis] & -shape[axis]  # the largest power of two dividing it
         step = min(step, _MAX_AXIS_STEP)
         if shape[axis] // step >= 3:  # at least two sizes to choose from, else the axis stays fixed

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Backbone", "SuPreMRelease", "BACKBONES", "backbone", "backbone_names", "released_backbones"]
+__all__ = ["Backbone", "SuPreMRelease", "BACKBONES", "OPENVINO_CONVERSIONS", "backbone", "backbone_names",
+           "released_backbones"]
+
+# How the OpenVINO engine converts a network, from the lightest on memory to the heaviest (Backbone.openvino_conversion)
+OPENVINO_CONVERSIONS = ("any size", "window", "trace")
 
 
 @dataclass(frozen=True)
@@ -66,14 +70,17 @@ class Backbone:
             file, address, class map and fine-tuning recipe).
         release: the released SuPreM weights' layout, or None when no SuPreM weights exist (the backbone is
             trained from scratch only).
-        size_generic_export: the OpenVINO engine converts it with ``torch.export`` for any window size, so no
-            float32 pass over a full window runs. SuPreM's U-Net needs 2.4 GB for that pass at 96³, more than a
-            whole bfloat16 prediction with it, and MedNeXt's activations are larger still. SegResNet's pass is
+        openvino_conversion: how the OpenVINO engine converts it (:data:`OPENVINO_CONVERSIONS`).
+            ``"any size"``: ``torch.export`` for any window size up to the plan's, checked on a small window, so
+            no float32 pass over a full window runs. SuPreM's U-Net needs 2.4 GB for that pass at 96³, more than
+            a whole bfloat16 prediction with it, and MedNeXt's activations are larger still. SegResNet's pass is
             smaller, but the conversion runs in a helper process beside the prediction's (whose own imports and
             weights hold about 370 MB meanwhile): traced there, the two processes peaked at 1,226-1,314 MB of
             private memory, above the prediction's 1,066-1,090 MB; exported, the helper peaked at 582 MB.
-            Not for Swin UNETR: its shifted attention windows pad and partition by shape arithmetic that took
-            185 s to export that way.
+            ``"window"``: ``torch.export`` at the plan's window only (static shapes): Swin UNETR, whose shifted
+            attention windows pad and partition by shape arithmetic that took 185 s to export for any size; at
+            the window it exports in 5 s without running, where its trace's float32 pass peaked at 2.5 GB.
+            ``"trace"``: ``openvino.convert_model`` traces the torch module at the window.
     """
 
     name: str
@@ -88,7 +95,7 @@ class Backbone:
     channels_last: frozenset[str]
     preset: str
     release: SuPreMRelease | None
-    size_generic_export: bool = False
+    openvino_conversion: str = "trace"
 
     @property
     def suprem_weights(self) -> bool:
@@ -106,7 +113,7 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
         activation_values_per_voxel=876.0, parameter_count=19_075_680,
         channels_last=frozenset({"cpu", "cuda"}), preset="unet.json",
         release=SuPreMRelease(marker="down_tr64.", backbone_keys=104, file_keys=117, universal=True),
-        size_generic_export=True),
+        openvino_conversion="any size"),
     Backbone(
         name="segresnet", display="SegResNet (MONAI)", constructor="segresnet:SuPreMSegResNet", divisibility=8,
         encoder_prefixes=("convInit", "down_layers"),
@@ -115,7 +122,7 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
         activation_values_per_voxel=252.0, parameter_count=4_701_424,
         channels_last=frozenset({"cpu"}), preset="segresnet.json",
         release=SuPreMRelease(marker="convInit.", backbone_keys=81, file_keys=83, universal=False),
-        size_generic_export=True),
+        openvino_conversion="any size"),
     Backbone(
         name="swinunetr", display="Swin UNETR (MONAI 0.9 layout)", constructor="swinunetr:SuPreMSwinUNETR",
         divisibility=32, encoder_prefixes=("swinViT", "encoder"), head_prefixes=("out.",),
@@ -124,7 +131,8 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
                          "encoder1.layer.conv3.conv.weight"),
         activation_values_per_voxel=1368.0, parameter_count=62_188_178,
         channels_last=frozenset(), preset="swinunetr.json",
-        release=SuPreMRelease(marker="swinViT.", backbone_keys=157, file_keys=170, universal=True)),
+        release=SuPreMRelease(marker="swinViT.", backbone_keys=157, file_keys=170, universal=True),
+        openvino_conversion="window"),
     # MedNeXt-B, 3x3x3 kernels, from scratch only (no SuPreM weights); why this configuration: mednext.py.
     # Activations: 1903.9 / 1940.3 / 1953.2 values per voxel at 32^3 / 64^3 / 96^3 (MONAI 1.6.1, CPU).
     # channels_last_3d on the CPU: one 96^3 window in 19.9 s against 34.4 s (benchmarks/bench_networks.py,
@@ -133,7 +141,8 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
         name="mednext", display="MedNeXt (MONAI)", constructor="mednext:MedNeXtCT", divisibility=16,
         encoder_prefixes=("stem", "enc_stages", "down_blocks", "bottleneck"), head_prefixes=("out_0.",),
         input_conv_keys=("stem.weight",), activation_values_per_voxel=1954.0, parameter_count=10_511_840,
-        channels_last=frozenset({"cpu"}), preset="mednext.json", release=None, size_generic_export=True),
+        channels_last=frozenset({"cpu"}), preset="mednext.json", release=None,
+        openvino_conversion="any size"),
 )}
 
 

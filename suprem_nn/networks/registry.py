@@ -8,14 +8,14 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import backbones
-from .backbones import BACKBONES
+from .backbones import BACKBONES, OPENVINO_CONVERSIONS
 from .unet3d import BatchStatsBatchNorm3d
 
 __all__ = [
     "NETWORK_DIVISIBILITY",
     "build_network",
     "build_universal_model",
-    "size_generic_export",
+    "openvino_conversion",
     "uses_batch_statistics",
 ]
 
@@ -70,13 +70,14 @@ def uses_batch_statistics(model: nn.Module) -> bool:
     return False
 
 
-def size_generic_export(model: nn.Module) -> bool:
-    """True when ``model`` is built on this package's backbones and each of them is converted by a size-generic
-    export (:attr:`~.backbones.Backbone.size_generic_export`: U-Net, SegResNet and MedNeXt).
+def openvino_conversion(model: nn.Module) -> str:
+    """How the OpenVINO engine converts ``model``: ``"any size"``, ``"window"`` or ``"trace"``
+    (:attr:`~.backbones.Backbone.openvino_conversion`; U-Net, SegResNet and MedNeXt "any size", Swin UNETR "window").
 
-    Networks from elsewhere (nnU-Net's) give False: their windows are small, so a float32 pass over one costs
-    little, and converted at the fixed window their labels stayed closer to nnUNetv2_predict's (99.998 % against
-    99.993-99.997 % on the three real CTs) with a 3.4 s conversion instead of 8.7 s.
+    A model holding several of this package's backbones takes the heaviest of theirs. Networks from elsewhere
+    (nnU-Net's) are traced: their windows are small, so a float32 pass over one costs little, and converted at the
+    fixed window their labels stayed closer to nnUNetv2_predict's (99.998 % against 99.993-99.997 % on the three
+    real CTs) with a 3.4 s conversion instead of 8.7 s.
     """
     found = []
     for m in model.modules():
@@ -84,5 +85,5 @@ def size_generic_export(model: nn.Module) -> bool:
         for spec in BACKBONES.values():
             module, cls = spec.constructor.split(":")
             if kind.__name__ == cls and kind.__module__ == f"{__package__}.{module}":
-                found.append(spec.size_generic_export)
-    return bool(found) and all(found)
+                found.append(OPENVINO_CONVERSIONS.index(spec.openvino_conversion))
+    return OPENVINO_CONVERSIONS[max(found)] if found else "trace"

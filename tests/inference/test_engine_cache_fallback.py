@@ -183,8 +183,8 @@ if sys.argv[1] == "ours":
     from suprem_nn.inference.openvino_engine import convert_network
     convert_network(torch.nn.Conv3d(1, 1, 1), (1, 1, 8, 8, 8))
 elif sys.argv[1] == "ours, size-generic":
-    from suprem_nn.inference.openvino_engine import convert_network_any_size
-    convert_network_any_size(torch.nn.Conv3d(1, 1, 1), (1, 1, 96, 96, 96))
+    from suprem_nn.inference.openvino_engine import convert_network_exported
+    convert_network_exported(torch.nn.Conv3d(1, 1, 1), (1, 1, 96, 96, 96))
 else:
     import openvino
     openvino.convert_model(torch.nn.Conv3d(1, 1, 1), example_input=torch.zeros(1, 1, 8, 8, 8))

@@ -75,7 +75,7 @@ def test_nnunet_model(real_ct, tmp_path):
     (inp / f"{CASE}_0000.nii.gz").write_bytes((real_ct / CASE / "ct.nii.gz").read_bytes())
     labels, reports = _both_engines(tmp_path, inp, nnunet_model=folder, folds=[0], disable_tta=True)
     assert reports["openvino"]["engine"]["name"] == "openvino"
-    # nnU-Net's networks are traced at the window (networks.registry.size_generic_export)
+    # nnU-Net's networks are traced at the window (networks.registry.openvino_conversion)
     assert reports["openvino"]["engine"]["cache"][0]["conversion"] == "traced at the window"
     ref, ours = labels["torch"][f"{CASE}.nii.gz"], labels["openvino"][f"{CASE}.nii.gz"]
     assert len(np.unique(ref)) > 1

@@ -19,7 +19,6 @@ SMALL = {"unet": {}, "segresnet": {"init_filters": 8}, "swinunetr": {"feature_si
 # Swin UNETR needs 64^3: at 32^3 its bottleneck is 1 voxel, where instance normalisation is undefined.
 # 64^3 still pads stage 1 (32 -> 35) and stage 2 (16 -> 21) to whole 7^3 windows and shifts them.
 WINDOW = {"unet": 16, "segresnet": 32, "swinunetr": 64, "mednext": 32}  # MedNeXt: 4 stages, sizes divisible by 16
-EXPORTED = {"unet", "segresnet", "mednext"}  # networks.registry.size_generic_export
 
 
 def _network(name: str, seed: int = 0) -> torch.nn.Module:
@@ -50,8 +49,9 @@ def test_window_logits_equal_torch(name, tmp_path, monkeypatch):
     assert report["cache"][0]["status"] == "converted" and report["convert_seconds"] > 0
     # each backbone reaches the conversion helper (engine_conversion.py): it pickles and its class imports there
     assert report["cache"][0]["converted_in"] == "a separate process"
-    # Swin UNETR is traced, the others exported; this window is too small for a range of sizes (see the next test)
-    assert report["cache"][0]["conversion"] == ("exported" if name in EXPORTED else "traced") + " at the window"
+    # all four are exported (networks.registry.openvino_conversion; Swin UNETR at its window only), and this
+    # window is too small for a range of sizes (see the next test)
+    assert report["cache"][0]["conversion"] == "exported at the window"
     assert ov_net.uses_batch_statistics == (name == "unet")
     x = torch.randn(shape, generator=torch.Generator().manual_seed(7))
     ref = _torch_logits(net, x)
@@ -71,7 +71,7 @@ def test_exported_backbones_convert_without_a_full_window_pass(name, tmp_path, m
     """SuPreM's U-Net is exported for any window size and checked on a small window: torch never runs it on the
     full window while converting (at 96^3 that float32 pass peaked at 2.4 GB), and the compiled full-window model
     still gives torch's logits, batch statistics included. MedNeXt and SegResNet are exported the same way (Swin
-    UNETR is traced: test_window_logits_equal_torch)."""
+    UNETR at its window only: test_window_logits_equal_torch)."""
     from torch._subclasses.fake_tensor import FakeTensor
 
     monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
