@@ -152,6 +152,26 @@ def test_no_helper_process_converts_here(monkeypatch, tmp_path):
     assert float((_torch_logits(ov_net, x) - _torch_logits(net, x)).abs().max()) <= 1e-3
 
 
+def test_export_failure_is_traced_instead(monkeypatch):
+    """A backbone whose export fails is traced at the window; the report keeps why (run in this process, where the
+    backbone table can be patched)."""
+    from suprem_nn.inference import engine_conversion
+    import suprem_nn.networks.registry as registry
+
+    class DataDependent(torch.nn.Module):  # torch.export cannot branch on a tensor's value
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(1, 2, 1)
+
+        def forward(self, x):
+            return self.conv(x) if float(x.mean()) > -10 else -self.conv(x)
+
+    monkeypatch.setattr(registry, "openvino_conversion", lambda network: "any size")  # as for SuPreM's U-Net
+    compiled, report = engine_conversion.convert_and_check(DataDependent().eval(), SHAPE, None, "f32", 1)
+    assert report["conversion"] == "traced at the window" and report["check_window"] == list(SHAPE[2:])
+    assert report["export_error"] and report["check_max_abs_diff"] <= 1e-4
+
+
 def test_unwritable_cache_still_runs_the_conversion(monkeypatch, caplog, tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "a_file" / "cache"))
