@@ -121,8 +121,11 @@ def _convert_in_helper(net, request: dict) -> tuple[dict, Optional[bytes]]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     with tempfile.TemporaryDirectory(prefix="suprem_nn_convert_") as tmp, \
             tempfile.TemporaryFile() as stderr:  # a file: the helper may write more than a pipe holds
-        proc = subprocess.Popen([sys.executable, "-m", __name__, tmp], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", __name__, tmp], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        except OSError as exc:  # no runnable interpreter at sys.executable (some embedding applications)
+            raise _NotTransferable(first_line(exc)) from exc
         try:
             # Streamed, not pickled to bytes first: no second copy of the weights here (250 MB for Swin UNETR).
             pickle.dump((net, request), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)

@@ -140,11 +140,12 @@ def test_network_the_helper_cannot_receive_is_converted_here(monkeypatch, tmp_pa
     assert float((_torch_logits(ov_net, x) - _torch_logits(net, x)).abs().max()) <= 1e-4
 
 
-def test_no_helper_process_converts_here(monkeypatch, tmp_path):
+@pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python"])
+def test_no_helper_process_converts_here(monkeypatch, tmp_path, executable):
     """Where this interpreter cannot start a helper (an embedding application's sys.executable), the conversion
     runs in this process instead of giving up OpenVINO."""
     monkeypatch.setenv("SUPREM_ENGINE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(sys, "executable", "/bin/false")  # starts, reads nothing, exits 1
+    monkeypatch.setattr(sys, "executable", executable)  # /bin/false starts, reads nothing and exits 1
     net = _network(seed=6)
     (ov_net,), report = prepare_engine([net], "openvino", CPU, SHAPE, None)
     assert report["cache"][0]["converted_in"] == "this process"
