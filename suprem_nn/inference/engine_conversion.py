@@ -1,15 +1,24 @@
-"""Converting a network for the OpenVINO engine, checked against torch, in a separate Python process.
+"""Converting a network for the OpenVINO engine, checked against torch, in a separate Python process where that
+costs less memory than it saves.
 
-:func:`convert_into_cache` runs :func:`convert_and_check` in a fresh interpreter (``python -m`` this module) that
-stores the compiled model in the engine cache and exits; the prediction then loads it from there, exactly as a
-later run does. Two reasons for the extra process (about 1.5 s of start-up on a conversion of 3-35 s):
+:func:`convert_into_cache` runs :func:`convert_and_check` for a backbone exported for any window size
+(:func:`~suprem_nn.networks.registry.openvino_conversion` ``"any size"``: SuPreM's U-Net, SegResNet, MedNeXt) in
+a fresh interpreter (``python -m`` this module) that stores the compiled model in the engine cache and exits; the
+prediction then loads it from there, exactly as a later run does. Why (about 1.5 s of start-up):
 
-* Tracing, ``torch.export`` and OpenVINO's graph compiler leave memory behind when they finish: library code they
-  touched and heap they freed but that stays mapped, 35-50 MB for SuPreM's SegResNet, which then sat under the
-  prediction's peak. It leaves with the process, so a converting run peaks where a cached one does
-  (``benchmarks/bench_engine_peaks.py``).
+* ``torch.export``'s machinery (about 130 MB of modules that cannot be unloaded) and the heap the conversion
+  freed would otherwise stay under the prediction, whose peak comes later: in the prediction's own process the
+  first U-Net run peaked at 1,728 MB of private memory, in the helper at 1,518 MB (both processes summed), where
+  a cached run peaks (``benchmarks/bench_engine_peaks.py``).
 * A converter that crashes in native code (a segmentation fault or an abort, not an exception) ends the helper
   process, not the prediction: the default engine says so in one line and falls back to torch.
+
+The other conversions run in the prediction's process. The helper's own imports and its copy of the weights
+(about 300 MB plus the weights) sit on top of the prediction's process meanwhile, and where the conversion runs
+the network over a full window in float32 (a trace, or the check of a model fixed to the window) that moment is
+the first run's peak. Private memory of first runs, summed over both processes, against torch's whole run:
+Swin UNETR 2,938 MB with the helper, 2,309 MB without, torch 2,618 MB; an nnU-Net model on one CT 1,071 MB with
+the helper, 797 MB without, torch 784 MB.
 
 The network travels to the helper as a pickle on its standard input, between two processes of this program:
 nothing is read from disk. A network that cannot be pickled or whose class the helper cannot import (defined in
@@ -79,6 +88,8 @@ def convert_into_cache(net: torch.nn.Module, key: dict, cache_root: Path, input_
                        ) -> tuple[dict, Optional[bytes]]:
     """Convert, check and compile ``net`` for ``input_shape`` at ``precision``; store it in the cache under ``key``.
 
+    In a helper process for the backbones exported for any window size, else in this process (module docstring).
+
     Parameters
     ----------
     net : torch.nn.Module
@@ -107,10 +118,14 @@ def convert_into_cache(net: torch.nn.Module, key: dict, cache_root: Path, input_
     request = {"key": key, "cache_root": str(cache_root), "input_shape": [int(s) for s in input_shape],
                "output_channels": None if output_channels is None else [int(c) for c in output_channels],
                "precision": precision, "threads": int(threads)}
-    try:
-        return _convert_in_helper(net, request)
-    except _NotTransferable as exc:
-        log.info("OpenVINO: converting in this process (the helper process could not take the network: %s)", exc)
+    from ..networks.registry import openvino_conversion
+
+    if openvino_conversion(net) == "any size":
+        try:
+            return _convert_in_helper(net, request)
+        except _NotTransferable as exc:
+            log.info("OpenVINO: converting in this process (the helper process could not take the network: %s)",
+                     exc)
     compiled, report = convert_and_check(net, input_shape, output_channels, precision, threads)
     report["converted_in"] = "this process"
     return _store(compiled, report, request)
