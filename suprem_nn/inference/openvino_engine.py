@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import mmap
 import sys
 import warnings
@@ -174,15 +175,31 @@ def convert_network(network: nn.Module, input_shape: Sequence[int], output_chann
 @contextlib.contextmanager
 def _converting(network: nn.Module, output_channels: Optional[Sequence[int]]):
     """The module to convert: ``network`` in eval mode (restored afterwards), only ``output_channels`` if given,
-    with gradients and the converters' warnings off (they warn about every Python-level shape check)."""
+    with gradients and the converters' warnings off (they warn about every Python-level shape check), and the
+    process's logging as it was."""
     was_training = network.training
     network.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _root_logging_kept():
             warnings.simplefilter("ignore")
             yield network if output_channels is None else SelectedOutputs(network, output_channels).eval()
     finally:
         network.train(was_training)
+
+
+@contextlib.contextmanager
+def _root_logging_kept():
+    """Undo what OpenVINO's converter does to the root logger when a conversion fails (OpenVINO 2026.4: level
+    ERROR and a stderr handler added), which silenced every later warning of the process, the fallback's own
+    "using the torch engine instead" included."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
 
 
 def _example(shape: Sequence[int]) -> torch.Tensor:

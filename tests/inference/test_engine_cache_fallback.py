@@ -106,8 +106,13 @@ def test_conversion_failure_default_falls_back_explicit_fails(monkeypatch, caplo
     if where == "a separate process":
         _in_the_helper(monkeypatch)
     net = UnconvertibleNet()  # OpenVINO's converter has no rule for aten::lgamma
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     with caplog.at_level(logging.WARNING, logger="suprem_nn.predict"):
         nets, report = prepare_engine([net], None, CPU, SHAPE, None)
+    # the failed conversion leaves the process's logging as it was (OpenVINO's converter set the root logger to
+    # ERROR, which hid every later warning of the process)
+    assert (root.level, root.handlers) == (level, handlers)
     assert nets == [net] and report["name"] == "torch"
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "\n" not in lines[0], lines
