@@ -4,7 +4,8 @@ costs less memory than it saves.
 :func:`convert_into_cache` runs :func:`convert_and_check` for a backbone exported for any window size
 (:func:`~suprem_nn.networks.registry.openvino_conversion` ``"any size"``: SuPreM's U-Net, SegResNet, MedNeXt) in
 a fresh interpreter (``python -m`` this module) that stores the compiled model in the engine cache and exits; the
-prediction then loads it from there, exactly as a later run does. Why (about 1.5 s of start-up):
+prediction then loads it from there, exactly as a later run does. Why, at a cost of some seconds (the helper
+imports torch, MONAI and OpenVINO and warms up ``torch.export`` afresh: 7.3 s against 1.0 s for a tiny network):
 
 * ``torch.export``'s machinery (about 130 MB of modules that cannot be unloaded) and the heap the conversion
   freed would otherwise stay under the prediction, whose peak comes later: in the prediction's own process the
