@@ -16,9 +16,9 @@ Per run, four peaks:
   process alone holds: arrays, activations, the heap.
 * **PSS**, sampled every 200 ms as in the other benchmarks (benchmarks/_measure.py).
 * **tree RSS**: the largest sum of RSS over the process and its children, sampled every 20 ms: a converting
-  OpenVINO run converts in a helper process (suprem_nn/inference/engine_conversion.py), whose memory RSS does
-  not show. It counts the library pages the two share twice, so it overstates. Private and PSS are sums over
-  the tree as well.
+  OpenVINO run of the U-Net or SegResNet converts in a helper process (suprem_nn/inference/engine_conversion.py),
+  whose memory RSS does not show. It counts the library pages the two share twice, so it overstates. Private
+  and PSS are sums over the tree as well.
 
 RSS minus private is file-backed: library code and the memory-mapped engine-cache entry, clean pages that other
 processes share and that the kernel can drop under pressure and read back. From run to run the peaks of one engine
