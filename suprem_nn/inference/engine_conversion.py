@@ -116,11 +116,11 @@ def convert_into_cache(net: torch.nn.Module, key: dict, cache_root: Path, input_
     Exception
         Whatever the conversion raises when it runs in this process.
     """
+    from ..networks.registry import openvino_conversion
+
     request = {"key": key, "cache_root": str(cache_root), "input_shape": [int(s) for s in input_shape],
                "output_channels": None if output_channels is None else [int(c) for c in output_channels],
                "precision": precision, "threads": int(threads)}
-    from ..networks.registry import openvino_conversion
-
     if openvino_conversion(net) == "any size":
         try:
             return _convert_in_helper(net, request)

@@ -9,8 +9,9 @@ not match torch's) one line says what happened and torch runs instead. ``engine=
 raises :class:`EngineError` instead, so a user who asked for it is never silently given something else.
 
 Compiled models come from :mod:`suprem_nn.inference.engine_cache` when present; otherwise the network is
-converted, its f32 output checked against torch on one sample window, compiled and stored there, in a separate
-process (:mod:`suprem_nn.inference.engine_conversion`), and loaded from there like a later run's.
+converted, its f32 output checked against torch on one sample window, compiled and stored there (in a separate
+process for the backbones exported for any window size: :mod:`suprem_nn.inference.engine_conversion`), and
+loaded from there like a later run's.
 """
 from __future__ import annotations
 
