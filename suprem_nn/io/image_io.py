@@ -119,8 +119,6 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> tuple[np.n
         raise ImageReadError("file not found", path)
     if path.is_file() and image_ending(path) in (".nii", ".nii.gz"):
         _check_nifti_header(path)
-    if path.is_file() and path.name.lower().endswith(".nii.gz"):
-        _check_gzip_complete(path)
     try:
         if path.is_dir():
             image = _read_dicom_series(path)
@@ -136,24 +134,30 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> tuple[np.n
     return array, geometry
 
 
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"  # by content: ITK reads a plain NIfTI named .nii.gz as well
+
+
 def _check_nifti_header(path: Path) -> None:
     """Reject what ITK's NIfTI reader silently "repairs": an axis of size 0 (read as size 1), a voxel size of 0 or
-    non-finite (read as 1 mm), and a negative voxel size in a file without qform/sform (read as its absolute value,
-    which mirrors the image)."""
+    non-finite (read as 1 mm), a negative voxel size in a file without qform/sform (read as its absolute value,
+    which mirrors the image), and a file shorter than its header says (the missing voxels read as 0)."""
     import gzip
     import math
 
     import nibabel as nib
 
+    compressed = _is_gzip(path)
     try:
         # nibabel warns about the odd bytes of a file that is not NIfTI at all; the reader below says it in our words
-        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f, \
-                warnings.catch_warnings():
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             header = nib.Nifti1Header.from_fileobj(f, check=False)
         shape = header.get_data_shape()
         pixdim = [float(v) for v in header["pixdim"][1:1 + min(3, len(shape))]]
         no_transform = int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
+        needed = int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
     except Exception:  # not a NIfTI-1 header (NIfTI-2, garbage): the reader below reports the problem
         return
     if any(s == 0 for s in shape):
@@ -162,13 +166,43 @@ def _check_nifti_header(path: Path) -> None:
            if not math.isfinite(v) or v == 0 or (v < 0 and no_transform)]
     if bad:
         raise ImageReadError(f"impossible voxel spacing in the header: {', '.join(bad)} (must be > 0)", path)
+    held = _uncompressed_size(path, needed) if compressed else path.stat().st_size
+    if held < needed:
+        raise ImageReadError(f"file is truncated: it holds {held:,} of the {needed:,} bytes its header describes",
+                             path)
+
+
+def _uncompressed_size(path: Path, needed: int) -> int:
+    """Bytes a gzip file decompresses to; ``needed`` when its trailer already says so (no decompression).
+
+    The trailer stores the size mod 2^32; only when it differs is the whole stream decompressed, which also tells
+    a cut stream (ImageReadError) from a complete one of a short or a padded file.
+    """
+    import gzip
+    import zlib
+
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        if int.from_bytes(f.read(4), "little") == needed % 2**32:
+            return needed
+    held = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                held += len(chunk)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ImageReadError(f"file is truncated or corrupt ({exc})", path) from None
+    return held
 
 
 def _check_nifti_finite(path: Path) -> None:
     """ITK's NIfTI reader turns NaN into 0 silently; look at the stored values with nibabel."""
     import nibabel as nib
 
-    stored = np.asarray(nib.load(str(path)).dataobj)
+    # by content, as ITK does: nibabel goes by the name and cannot open a plain NIfTI named .nii.gz
+    image = nib.load(str(path)) if _is_gzip(path) or not path.name.lower().endswith(".gz") \
+        else nib.Nifti1Image.from_bytes(path.read_bytes())
+    stored = np.asarray(image.dataobj)
     if not np.isfinite(stored).all():
         raise ImageReadError(f"image holds {int(stored.size - np.isfinite(stored).sum())} NaN or infinite voxels",
                              path)
@@ -306,39 +340,6 @@ def _to_array(image: sitk.Image, path: Path, check_finite: bool) -> tuple[np.nda
         raise ImageReadError(f"image holds {n_bad} NaN or infinite voxels", path)
     geometry = Geometry(tuple(int(s) for s in size), spacing, tuple(float(v) for v in image.GetOrigin()), direction)
     return array, geometry
-
-
-def _check_gzip_complete(path: Path) -> None:
-    """Reject a truncated ``.nii.gz`` (ITK silently zero-fills a short gzip stream).
-
-    The gzip trailer stores the uncompressed size (mod 2^32); it must equal the NIfTI
-    header's data offset plus the voxel bytes. Only when it does not is the whole
-    stream decompressed to tell a truncated file from a file with trailing bytes.
-    """
-    import gzip
-    import zlib
-
-    import nibabel as nib
-
-    try:
-        with warnings.catch_warnings():  # odd header bytes: the reader below says what is wrong, once
-            warnings.simplefilter("ignore")
-            header = nib.load(str(path)).header
-        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * \
-            header.get_data_dtype().itemsize
-    except Exception:  # unreadable header: the reader below reports the problem
-        return
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        isize = int.from_bytes(f.read(4), "little")
-    if isize == expected % 2**32:
-        return
-    try:
-        with gzip.open(path, "rb") as f:
-            while f.read(1 << 24):
-                pass
-    except (EOFError, OSError, zlib.error) as exc:
-        raise ImageReadError(f"file is truncated or corrupt ({exc})", path) from None
 
 
 # ITK's words for the common failures, and what they mean to a user (the file name is said by the caller)

@@ -83,6 +83,40 @@ def _write(path, array, spacing=(1.0, 1.0, 1.0), direction=None):
     sitk.WriteImage(img, str(path))
 
 
+def test_short_nifti_is_refused_not_zero_filled(tmp_path, real_ct):
+    """ITK reads the voxels a short NIfTI lacks as 0; a cut download or copy must be refused, naming the bytes."""
+    ct = real_ct / "ts_abdomen_sm_3mm" / "ct.nii.gz"
+    expected, _ = read_image(ct)
+    raw = gzip.decompress(ct.read_bytes())
+    short = {"short.nii": raw[: len(raw) // 2],
+             "short.nii.gz": gzip.compress(raw[: len(raw) // 2]),  # a whole gzip stream of a cut file
+             "short_plain.nii.gz": raw[:-1]}  # not compressed, named .nii.gz, one byte short
+    for name, content in short.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ImageReadError) as err:
+            read_image(tmp_path / name)
+        held = len(content) if not name.endswith("gz") or name == "short_plain.nii.gz" else len(raw) // 2
+        assert str(err.value) == f"{tmp_path / name}: file is truncated: it holds {held:,} of the {len(raw):,} " \
+                                 "bytes its header describes"
+    # Whole files read as before: padded, or plain under a .gz name (ITK goes by content).
+    for name, content in {"padded.nii": raw + bytes(64), "plain.nii.gz": raw,
+                          "padded.nii.gz": gzip.compress(raw + bytes(64))}.items():
+        (tmp_path / name).write_bytes(content)
+        array, _ = read_image(tmp_path / name)
+        np.testing.assert_array_equal(array, expected)
+
+
+def test_nan_check_reads_a_plain_nifti_named_gz(tmp_path):
+    import nibabel as nib
+
+    arr = np.zeros((4, 4, 4), np.float32)
+    arr[1, 2, 3] = np.nan
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / "nan.nii"))
+    (tmp_path / "nan.nii").rename(tmp_path / "nan.nii.gz")
+    with pytest.raises(ImageReadError, match="holds 1 NaN or infinite voxels"):
+        read_image(tmp_path / "nan.nii.gz")
+
+
 def test_bad_images_are_named_with_the_problem(tmp_path, real_ct):
     good = (real_ct / "ts_abdomen_sm_3mm" / "ct.nii.gz").read_bytes()
     truncated = tmp_path / "truncated.nii.gz"
