@@ -1,15 +1,10 @@
 """File and array checks shared by :func:`read_case` and :func:`verify_dataset`.
 
-ITK's NIfTI reader is lenient in ways that hide broken files: it zero-fills a truncated file (``.nii`` or
-``.nii.gz``) and turns a voxel size of 0 in the header into 1 mm. :func:`nifti_file_problems` looks at the
-file itself to catch these before the image is read (NaN voxels, which ITK also hides, are read_image's job).
+What a NIfTI file's own bytes say is wrong with it (ITK reads a truncated file as zeros, a voxel size of 0 as
+1 mm) is :func:`suprem_nn.io.nifti_file.nifti_file_problems`, re-exported here for the dataset checks.
 """
 from __future__ import annotations
 
-import gzip
-import math
-import struct
-import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -17,113 +12,12 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..io.geometry import Geometry
-from ..io.image_io import image_ending
+from ..io.nifti_file import nifti_file_problems  # noqa: F401 - re-exported
 
 # Two grids are the same when shapes are equal and the rest agrees within these tolerances.
 SPACING_RTOL = 1e-4            # relative; 500 voxels drift by at most 0.05 voxel
 ORIGIN_TOL_VOXELS = 1e-2       # origin difference, in units of the smallest voxel size
 DIRECTION_ATOL = 1e-3          # on the direction cosines (as read_image's orthonormality check)
-
-_CHUNK = 1 << 22
-
-
-def nifti_file_problems(path: Path) -> list[str]:
-    """Problems of a NIfTI file that ITK would read without complaint (truncated data, a zero voxel size).
-
-    Parameters
-    ----------
-    path : Path
-        Any image file.
-
-    Returns
-    -------
-    list of str
-        One message per problem; empty for other formats and for good files.
-    """
-    path = Path(path)
-    ending = image_ending(path.name)
-    if ending not in (".nii", ".nii.gz") or not path.is_file():
-        return []
-    compressed = ending == ".nii.gz"
-    try:
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
-            head = f.read(540)
-    except gzip.BadGzipFile:
-        with open(path, "rb") as f:
-            magic = f.read(2)
-        return [f"not a gzip file (starts with bytes {magic!r}, a .nii.gz starts with b'\\x1f\\x8b'); the "
-                "file is corrupt or has the wrong ending"]
-    except (EOFError, OSError, zlib.error) as exc:
-        return [f"gzip stream is truncated or corrupt ({exc})"]
-    header = _parse_header(head)
-    if isinstance(header, str):
-        return [header]
-    shape, pixdim, offset, dtype = header
-    if any(s <= 0 for s in shape):
-        return [f"image has an empty axis (size {tuple(shape)})"]
-    problems = []
-    for axis, v in enumerate(pixdim[: min(3, len(shape))]):
-        if not math.isfinite(v) or v == 0:  # readers silently use 1 mm instead
-            problems.append(f"impossible voxel spacing in the header: pixdim[{axis + 1}] is {v:g} mm (readers "
-                            "silently replace it by 1 mm); it must be > 0")
-    n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    expected = offset + n_bytes
-    if compressed:
-        try:
-            actual = expected if _gzip_trailer_size(path) == expected % 2**32 else _gzip_length(path)
-        except (EOFError, OSError, zlib.error) as exc:
-            return problems + [f"file is truncated or corrupt: its gzip stream is broken ({exc})"]
-    else:
-        actual = path.stat().st_size
-    if actual < expected:
-        return problems + [f"file is truncated: the header declares {tuple(shape)} voxels of {dtype} "
-                           f"({n_bytes} bytes) but only {max(0, actual - offset)} bytes of voxel data are present"]
-    return problems
-
-
-def _parse_header(head: bytes):
-    """(shape, pixdim, data offset, dtype) of a NIfTI-1/2 header, or a message saying why it is not one."""
-    import nibabel as nib
-
-    if len(head) < 348:
-        return f"file is truncated: {len(head)} bytes, shorter than a NIfTI header (348 bytes)"
-    for endian in "<>":
-        size = struct.unpack(endian + "i", head[:4])[0]
-        if size in (348, 540):
-            break
-    else:
-        return (f"not a NIfTI file: wrong magic bytes (the header starts with {head[:8]!r}; the first field "
-                "must be 348 or 540)")
-    klass = nib.Nifti1Header if size == 348 else nib.Nifti2Header
-    if len(head) < size:
-        return f"file is truncated: {len(head)} bytes, shorter than a NIfTI header ({size} bytes)"
-    try:
-        hdr = klass(head[:size], endianness=endian, check=False)
-        dim = [int(v) for v in hdr["dim"]]
-        ndim = dim[0]
-        if not 1 <= ndim <= 7:
-            return f"corrupt NIfTI header: dim[0] (number of axes) is {ndim}"
-        shape = dim[1:1 + ndim]
-        pixdim = [float(v) for v in hdr["pixdim"][1:1 + ndim]]
-        return shape, pixdim, int(hdr.get_data_offset()), hdr.get_data_dtype()
-    except Exception as exc:  # nibabel raises many types on garbage headers
-        return f"corrupt NIfTI header ({exc})"
-
-
-def _gzip_trailer_size(path: Path) -> int:
-    """Uncompressed size (mod 2**32) stored in the last 4 bytes of a gzip file."""
-    with open(path, "rb") as f:
-        f.seek(-4, 2)
-        return int.from_bytes(f.read(4), "little")
-
-
-def _gzip_length(path: Path) -> int:
-    """Uncompressed size, decompressing the whole stream (raises on truncated or corrupt streams)."""
-    n = 0
-    with gzip.open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            n += len(chunk)
-    return n
 
 
 def grid_difference(reference: Geometry, other: Geometry) -> Optional[str]:

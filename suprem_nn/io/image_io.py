@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import SimpleITK as sitk
 from ..errors import ImageReadError
 from ..utils.atomic import atomic_path
 from .geometry import Geometry
+from .nifti_file import hidden_nifti_problem, is_gzip_file
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 MAX_SPACING_MM = 1000.0
@@ -117,8 +117,9 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> tuple[np.n
     path = Path(path)
     if not path.exists():
         raise ImageReadError("file not found", path)
-    if path.is_file() and image_ending(path) in (".nii", ".nii.gz"):
-        _check_nifti_header(path)
+    problem = hidden_nifti_problem(path) if path.is_file() else None
+    if problem is not None:
+        raise ImageReadError(problem, path)
     try:
         if path.is_dir():
             image = _read_dicom_series(path)
@@ -134,73 +135,12 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> tuple[np.n
     return array, geometry
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"  # by content: ITK reads a plain NIfTI named .nii.gz as well
-
-
-def _check_nifti_header(path: Path) -> None:
-    """Reject what ITK's NIfTI reader silently "repairs": an axis of size 0 (read as size 1), a voxel size of 0 or
-    non-finite (read as 1 mm), a negative voxel size in a file without qform/sform (read as its absolute value,
-    which mirrors the image), and a file shorter than its header says (the missing voxels read as 0)."""
-    import gzip
-    import math
-
-    import nibabel as nib
-
-    compressed = _is_gzip(path)
-    try:
-        # nibabel warns about the odd bytes of a file that is not NIfTI at all; the reader below says it in our words
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            header = nib.Nifti1Header.from_fileobj(f, check=False)
-        shape = header.get_data_shape()
-        pixdim = [float(v) for v in header["pixdim"][1:1 + min(3, len(shape))]]
-        no_transform = int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
-        needed = int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
-    except Exception:  # not a NIfTI-1 header (NIfTI-2, garbage): the reader below reports the problem
-        return
-    if any(s == 0 for s in shape):
-        raise ImageReadError(f"image has an empty axis (size {tuple(shape)})", path)
-    bad = [f"pixdim[{a + 1}] is {v:g} mm" for a, v in enumerate(pixdim)
-           if not math.isfinite(v) or v == 0 or (v < 0 and no_transform)]
-    if bad:
-        raise ImageReadError(f"impossible voxel spacing in the header: {', '.join(bad)} (must be > 0)", path)
-    held = _uncompressed_size(path, needed) if compressed else path.stat().st_size
-    if held < needed:
-        raise ImageReadError(f"file is truncated: it holds {held:,} of the {needed:,} bytes its header describes",
-                             path)
-
-
-def _uncompressed_size(path: Path, needed: int) -> int:
-    """Bytes a gzip file decompresses to; ``needed`` when its trailer already says so (no decompression).
-
-    The trailer stores the size mod 2^32; only when it differs is the whole stream decompressed, which also tells
-    a cut stream (ImageReadError) from a complete one of a short or a padded file.
-    """
-    import gzip
-    import zlib
-
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        if int.from_bytes(f.read(4), "little") == needed % 2**32:
-            return needed
-    held = 0
-    try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(1 << 24):
-                held += len(chunk)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise ImageReadError(f"file is truncated or corrupt ({exc})", path) from None
-    return held
-
-
 def _check_nifti_finite(path: Path) -> None:
     """ITK's NIfTI reader turns NaN into 0 silently; look at the stored values with nibabel."""
     import nibabel as nib
 
     # by content, as ITK does: nibabel goes by the name and cannot open a plain NIfTI named .nii.gz
-    image = nib.load(str(path)) if _is_gzip(path) or not path.name.lower().endswith(".gz") \
+    image = nib.load(str(path)) if is_gzip_file(path) or not path.name.lower().endswith(".gz") \
         else nib.Nifti1Image.from_bytes(path.read_bytes())
     stored = np.asarray(image.dataobj)
     if not np.isfinite(stored).all():
