@@ -118,3 +118,73 @@ def test_missing_fold_is_one_clear_error(tiny_model, tmp_path):
     assert r.returncode != 0
     lines = [l for l in r.stderr.strip().splitlines() if l]
     assert len(lines) == 1 and "fold_3/checkpoint_final.pth" in lines[0] and "fold_all" in lines[0], r.stderr
+
+
+# (file, entry path, value, words of the message): entries a hand-edited or damaged model folder got wrong
+MALFORMED = [
+    ("plans.json", (), [], "expected a JSON object, found list"),
+    ("plans.json", ("configurations",), 3, "'configurations' must map each name to an object"),
+    ("plans.json", ("configurations", "3d_fullres", "patch_size"), None, "is not 3D"),
+    ("plans.json", ("configurations", "3d_fullres", "architecture", "arch_kwargs", "n_stages"), "x",
+     "PlainConvUNet from the plan (AssertionError: n_conv_per_stage must have"),
+    ("plans.json", ("configurations", "3d_fullres", "architecture", "arch_kwargs", "features_per_stage", 0), -1,
+     "PlainConvUNet from the plan (RuntimeError: Trying to create tensor with negative"),
+    ("plans.json", ("transpose_forward",), [0, 0, 1], "transpose_forward must be a permutation of [0, 1, 2]"),
+    ("plans.json", ("configurations", "3d_fullres", "spacing", 1), 0, "'spacing' must be 3 positive numbers"),
+    ("plans.json", ("configurations", "3d_fullres", "use_mask_for_norm"), [], "'use_mask_for_norm' must list"),
+    ("plans.json", ("foreground_intensity_properties_per_channel", "0", "std"), "x",
+     "CTNormalization of channel 0 needs foreground_intensity_properties_per_channel['0']"),
+    ("plans.json", ("configurations", "3d_fullres", "resampling_fn_data_kwargs", "order"), None,
+     "'resampling_fn_data_kwargs' must hold order and order_z 0..5"),
+    ("dataset.json", ("labels", "spleen"), [], "'labels' values must be integers"),
+    ("dataset.json", ("channel_names",), 5, "has no channel_names"),
+]
+
+
+def _edited(folder: Path, dst: Path, name: str, where: tuple, value) -> Path:
+    import shutil
+
+    copy = dst / folder.name
+    shutil.copytree(folder, copy)
+    content = json.loads((copy / name).read_text())
+    if not where:
+        content = value
+    else:
+        node = content
+        for key in where[:-1]:
+            node = node[key]
+        node[where[-1]] = value
+    (copy / name).write_text(json.dumps(content))
+    return copy
+
+
+@pytest.mark.parametrize("name, where, value, words", MALFORMED, ids=[f"{m[0]}:{'.'.join(map(str, m[1]))}"
+                                                                      for m in MALFORMED])
+def test_malformed_model_json_is_one_error_naming_the_file(tiny_model, tmp_path, real_ct, name, where, value, words):
+    """Found by mutating each entry of a real model's JSON: each gave a TypeError, IndexError or assert from deep
+    inside loading or preprocessing; now the loader refuses the folder up front, naming the file."""
+    from suprem_nn.errors import SupremError
+    from suprem_nn.inference.nnunet.predictor import NnunetPredictor
+    from suprem_nn.io import read_image
+
+    _roots, folder, _inp = tiny_model
+    edited = _edited(folder, tmp_path, name, where, value)
+    with pytest.raises(SupremError) as err:
+        predictor = NnunetPredictor.from_folder(edited, folds=["all"])
+        predictor.prepare([read_image(real_ct / "ts_abdomen_sm_3mm" / "ct.nii.gz")[0]],
+                          read_image(real_ct / "ts_abdomen_sm_3mm" / "ct.nii.gz")[1])
+    message = str(err.value)
+    assert words in message and "\n" not in message, message
+    assert message.startswith(str(edited)) and (name in message or "plans.json" in message), message
+
+
+def test_malformed_plan_is_one_line_from_the_command(tiny_model, tmp_path):
+    _roots, folder, inp = tiny_model
+    edited = _edited(folder, tmp_path, "plans.json", ("configurations", "3d_fullres", "spacing"), "3 mm")
+    r = subprocess.run([sys.executable, "-m", "suprem_nn.cli.predict", "-i", str(inp), "-o", str(tmp_path / "o"),
+                        "--nnunet-model", str(edited), "-f", "all"], capture_output=True, text=True, cwd=REPO,
+                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"suprem_predict: error: {edited / 'plans.json'}: configuration 'spacing' must be 3 "
+                                "positive numbers (mm), got '3 mm'"), r.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -99,8 +99,11 @@ def is_nnunet_model_folder(folder: str | Path) -> bool:
 
 
 def _read_json(path: Path) -> dict:
-    return read_json(path, NnunetModelError,
-                     "missing (an nnU-Net model folder holds plans.json, dataset.json and fold_<k>/)")
+    content = read_json(path, NnunetModelError,
+                        "missing (an nnU-Net model folder holds plans.json, dataset.json and fold_<k>/)")
+    if not isinstance(content, dict):
+        raise NnunetModelError(f"expected a JSON object, found {type(content).__name__}", path)
+    return content
 
 
 def resolve_configuration(plans: dict, name: str, path: Path) -> dict:
@@ -126,13 +129,15 @@ def resolve_configuration(plans: dict, name: str, path: Path) -> dict:
         If the configuration is missing or inherits from an unknown or circular parent.
     """
     configs = plans.get("configurations", {})
+    if not isinstance(configs, dict) or not all(isinstance(c, dict) for c in configs.values()):
+        raise NnunetModelError("plans.json 'configurations' must map each name to an object", path)
     if name not in configs:
         raise NnunetModelError(f"plans.json has no configuration '{name}' (has: {', '.join(configs)})", path)
     conf = dict(configs[name])
     seen = {name}
     while "inherits_from" in conf:
         parent = conf.pop("inherits_from")
-        if parent in seen or parent not in configs:
+        if not isinstance(parent, str) or parent in seen or parent not in configs:
             raise NnunetModelError(f"configuration '{name}' inherits from unknown or circular '{parent}'", path)
         seen.add(parent)
         merged = dict(configs[parent])
@@ -179,7 +184,7 @@ def label_info(dataset_json: dict, path: Path) -> LabelInfo:
     try:
         items = sorted(((int(v if not isinstance(v, (list, tuple)) else v[0]), k) for k, v in labels.items()
                         if k != "ignore"))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         raise NnunetModelError("dataset.json 'labels' values must be integers (or lists for regions)", path) from None
     values = [v for v, _ in items]
     if values != list(range(len(values))):
@@ -235,7 +240,9 @@ def build_network(architecture: dict, num_inputs: int, num_outputs: int, path: P
         cls_name = architecture["network_class_name"]
         kwargs = dict(architecture["arch_kwargs"])
         needs_import = list(architecture.get("_kw_requires_import", []))
-    except (KeyError, TypeError):
+        if not all(isinstance(k, str) for k in needs_import):
+            raise TypeError("_kw_requires_import must list argument names")
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise NnunetModelError("plans.json configuration has no usable 'architecture' entry (network_class_name, "
                                "arch_kwargs)", path) from None
     for key in needs_import:
@@ -244,8 +251,9 @@ def build_network(architecture: dict, num_inputs: int, num_outputs: int, path: P
     cls = _import_allowed(cls_name, "network class", path)
     try:
         net = cls(input_channels=num_inputs, num_classes=num_outputs, deep_supervision=False, **kwargs)
-    except TypeError as exc:
-        raise NnunetModelError(f"cannot build {cls_name} from the plan ({exc})", path) from None
+    except Exception as exc:  # noqa: BLE001 - the class is third-party; it checks its arguments with asserts too
+        raise NnunetModelError(f"cannot build {cls_name} from the plan ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''})", path) from None
     return net
 
 
@@ -298,16 +306,18 @@ def load_nnunet_model(folder: str | Path, folds: Sequence[str | int] = (0, 1, 2,
     configuration = resolve_configuration(plans, configuration_name, folder / "plans.json")
     if configuration.get("previous_stage"):
         raise NnunetModelError(f"configuration '{configuration_name}' is a cascade stage (needs the previous "
-                               "stage's predictions); not supported", folder)
-    if len(configuration.get("patch_size", [])) != 3:
+                               "stage's predictions); not supported", folder / "plans.json")
+    patch = configuration.get("patch_size", [])
+    if not isinstance(patch, list) or len(patch) != 3 or not all(isinstance(v, int) and v > 0 for v in patch):
         raise NnunetModelError(f"configuration '{configuration_name}' is not 3D (patch "
-                               f"{configuration.get('patch_size')}); only 3D configurations are supported", folder)
+                               f"{configuration.get('patch_size')}); only 3D configurations are supported", folder / "plans.json")
     reader = plans.get("image_reader_writer", "SimpleITKIO")
     if reader not in SUPPORTED_READERS:
         raise NnunetModelError(f"image_reader_writer '{reader}' is not supported (supported: "
                                f"{', '.join(SUPPORTED_READERS)})", folder / "plans.json")
     labels = label_info(dataset_json, folder / "dataset.json")
-    num_inputs = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+    channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))
+    num_inputs = len(channels) if isinstance(channels, (dict, list)) else 0
     if num_inputs < 1:
         raise NnunetModelError("dataset.json has no channel_names", folder / "dataset.json")
     if not folds:
@@ -321,7 +331,7 @@ def load_nnunet_model(folder: str | Path, folds: Sequence[str | int] = (0, 1, 2,
             have = sorted(p.name for p in folder.glob("fold_*"))
             raise NnunetModelError(f"checkpoint missing (folds present: {', '.join(have) or 'none'})", path)
         ckpt = load_checkpoint(path)
-        net = build_network(configuration["architecture"], num_inputs, labels.num_heads, folder / "plans.json")
+        net = build_network(configuration.get("architecture"), num_inputs, labels.num_heads, folder / "plans.json")
         weights = ckpt["network_weights"]
         # torch.compile'd training saves keys with an '_orig_mod.' prefix; nnU-Net strips it the same way.
         weights = {k[len("_orig_mod."):] if k.startswith("_orig_mod.") else k: v for k, v in weights.items()}

@@ -95,7 +95,8 @@ class NnunetPredictor(StagedPrediction):
             raise SupremError(f"unknown postprocessing '{postprocess}' (choose: largest-component)")
         self.model = model
         self.device = _check_device(device)
-        self.prep = NnunetPreprocessor(model.plans, model.configuration, model.num_inputs)
+        self.prep = NnunetPreprocessor(model.plans, model.configuration, model.num_inputs,
+                                       model.folder / "plans.json")
         self.networks = [n.to(self.device).eval() for n in model.networks]
         if channels_last:
             self.networks = [n.to(memory_format=torch.channels_last_3d) for n in self.networks]

@@ -159,40 +159,80 @@ def resample_like_nnunet(data: np.ndarray, new_shape: Sequence[int], order: int,
     return out
 
 
-class NnunetPreprocessor:
-    """Preprocessing and export geometry of one nnU-Net configuration (plans.json entries)."""
+_SCHEMES = ("CTNormalization", "ZScoreNormalization", "NoNormalization", "RescaleTo01Normalization",
+            "RGBTo01Normalization")
+_CT_PROPERTIES = ("percentile_00_5", "percentile_99_5", "mean", "std")
 
-    def __init__(self, plans: dict, configuration: dict, num_inputs: int):
-        self.transpose_forward = [int(a) for a in plans.get("transpose_forward", [0, 1, 2])]
+
+class NnunetPreprocessor:
+    """Preprocessing and export geometry of one nnU-Net configuration (plans.json entries).
+
+    Args:
+        plans: the parsed plans.json.
+        configuration: its configuration, ``inherits_from`` resolved.
+        num_inputs: image channels.
+        source: plans.json, named in errors.
+
+    Raises:
+        SupremError: naming ``source`` and the entry, when an entry this preprocessing reads is missing, of the
+            wrong type or out of range (checked here, before any case is read), or asks for what is not supported.
+    """
+
+    def __init__(self, plans: dict, configuration: dict, num_inputs: int, source=None):
+        def fail(problem: str):
+            raise SupremError(problem, source)
+
+        transpose = plans.get("transpose_forward", [0, 1, 2])
+        if not _int_list(transpose, 3) or sorted(transpose) != [0, 1, 2]:
+            fail(f"transpose_forward must be a permutation of [0, 1, 2], got {transpose!r}")
+        self.transpose_forward = [int(a) for a in transpose]
         self.permutation = [2 - a for a in self.transpose_forward]
         self.inverse = [int(i) for i in np.argsort(self.permutation)]
-        self.spacing = [float(s) for s in configuration["spacing"]]
-        self.patch_size = [int(p) for p in configuration["patch_size"]]
-        self.schemes = list(configuration["normalization_schemes"])
-        self.use_mask = list(configuration.get("use_mask_for_norm", [False] * num_inputs))
+        spacing = configuration.get("spacing")
+        if not _number_list(spacing, 3) or min(spacing) <= 0:
+            fail(f"configuration 'spacing' must be 3 positive numbers (mm), got {spacing!r}")
+        self.spacing = [float(s) for s in spacing]
+        self.patch_size = [int(p) for p in configuration["patch_size"]]  # checked by load_nnunet_model
+        schemes = configuration.get("normalization_schemes")
+        if not isinstance(schemes, list) or len(schemes) != num_inputs:
+            fail(f"configuration 'normalization_schemes' must list one scheme per channel ({num_inputs}), got "
+                 f"{schemes!r}")
+        use_mask = configuration.get("use_mask_for_norm", [False] * num_inputs)
+        if not isinstance(use_mask, list) or len(use_mask) != num_inputs or \
+                not all(isinstance(v, bool) for v in use_mask):
+            fail(f"configuration 'use_mask_for_norm' must list one true/false per channel ({num_inputs}), got "
+                 f"{use_mask!r}")
+        self.schemes, self.use_mask = list(schemes), list(use_mask)
         self.intensity = plans.get("foreground_intensity_properties_per_channel", {})
-        self.data_kwargs = self._resampling(configuration, "data", {"order": 3, "order_z": 0})
-        self.prob_kwargs = self._resampling(configuration, "probabilities", {"order": 1, "order_z": 0})
-        if len(self.schemes) != num_inputs:
-            raise SupremError(f"plan has {len(self.schemes)} normalization schemes for {num_inputs} channels")
-        for c, s in enumerate(self.schemes):
-            if s not in ("CTNormalization", "ZScoreNormalization", "NoNormalization", "RescaleTo01Normalization",
-                         "RGBTo01Normalization"):
-                raise SupremError(f"normalization scheme '{s}' of channel {c} is not supported")
-            if s == "CTNormalization" and str(c) not in self.intensity:
-                raise SupremError(f"CTNormalization of channel {c} needs "
-                                  "foreground_intensity_properties_per_channel in plans.json")
+        for c, scheme in enumerate(self.schemes):
+            if scheme not in _SCHEMES:
+                fail(f"normalization scheme {scheme!r} of channel {c} is not supported")
+            if scheme == "CTNormalization":
+                props = self.intensity.get(str(c)) if isinstance(self.intensity, dict) else None
+                if not isinstance(props, dict) or not all(_number(props.get(k)) for k in _CT_PROPERTIES):
+                    fail(f"CTNormalization of channel {c} needs foreground_intensity_properties_per_channel"
+                         f"['{c}'] with numbers {', '.join(_CT_PROPERTIES)}, got {props!r}")
+        self.data_kwargs = self._resampling(configuration, "data", {"order": 3, "order_z": 0}, fail)
+        self.prob_kwargs = self._resampling(configuration, "probabilities", {"order": 1, "order_z": 0}, fail)
 
     @staticmethod
-    def _resampling(conf: dict, kind: str, default: dict) -> dict:
+    def _resampling(conf: dict, kind: str, default: dict, fail) -> dict:
         fn = conf.get(f"resampling_fn_{kind}", "resample_data_or_seg_to_shape")
         if fn != "resample_data_or_seg_to_shape":
-            raise SupremError(f"resampling function '{fn}' ({kind}) is not supported (only nnU-Net's default "
-                              "resample_data_or_seg_to_shape)")
-        kw = {**default, **conf.get(f"resampling_fn_{kind}_kwargs", {})}
-        return {"order": int(kw.get("order", default["order"])), "order_z": int(kw.get("order_z", 0)),
-                "force": kw.get("force_separate_z"),
-                "threshold": float(kw.get("separate_z_anisotropy_threshold", ANISO_THRESHOLD))}
+            fail(f"resampling function {fn!r} ({kind}) is not supported (only nnU-Net's default "
+                 "resample_data_or_seg_to_shape)")
+        given = conf.get(f"resampling_fn_{kind}_kwargs", {})
+        if not isinstance(given, dict):
+            fail(f"configuration 'resampling_fn_{kind}_kwargs' must be an object, got {given!r}")
+        kw = {**default, **given}
+        threshold = kw.get("separate_z_anisotropy_threshold", ANISO_THRESHOLD)
+        if not all(isinstance(kw[k], int) and not isinstance(kw[k], bool) and 0 <= kw[k] <= 5
+                   for k in ("order", "order_z")) or not _number(threshold) or \
+                kw.get("force_separate_z") not in (None, True, False):
+            fail(f"configuration 'resampling_fn_{kind}_kwargs' must hold order and order_z 0..5, a number "
+                 f"separate_z_anisotropy_threshold and force_separate_z true/false/null, got {given!r}")
+        return {"order": kw["order"], "order_z": kw["order_z"], "force": kw.get("force_separate_z"),
+                "threshold": float(threshold)}
 
     # ------------------------------------------------------------------ forward
     def preprocess(self, images: Sequence[np.ndarray], geometry: Geometry,
@@ -277,3 +317,16 @@ class NnunetPreprocessor:
         copy).
         """
         return np.ascontiguousarray(array.transpose(self.inverse))
+
+
+def _number(value) -> bool:
+    """A finite JSON number (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _number_list(value, length: int) -> bool:
+    return isinstance(value, list) and len(value) == length and all(_number(v) for v in value)
+
+
+def _int_list(value, length: int) -> bool:
+    return _number_list(value, length) and all(isinstance(v, int) for v in value)
