@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import SupremError
+from .errors import PlanError, SupremError
 from .planning.plans import Plan
 from .utils.atomic import atomic_path, atomic_write_bytes
 
@@ -208,8 +208,6 @@ def load_fold(model_folder: str | Path, plan: Plan, fold: str | int,
         Naming the file, for every problem a user can cause: missing fold, foreign or broken file, a checkpoint of
         another network, or weights that do not fit the planned network.
     """
-    from .networks import build_network
-
     folder = Path(model_folder)
     path = checkpoint_path(folder, fold, checkpoint_name)
     if not path.is_file():
@@ -221,13 +219,32 @@ def load_fold(model_folder: str | Path, plan: Plan, fold: str | int,
     if ckpt.get(NETWORK_KEY, plan.network) != plan.network:
         raise ModelError(f"checkpoint holds a '{ckpt.get(NETWORK_KEY)}' network but {PLAN_FILE} says "
                          f"'{plan.network}'", path)
-    net = build_network(plan.network, plan.num_inputs, plan.num_outputs, **plan.network_kwargs)
+    net = build_planned_network(plan, folder / PLAN_FILE)
     try:
         net.load_state_dict(ckpt[WEIGHTS_KEY])
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise ModelError(f"weights do not fit the planned network ({str(exc).splitlines()[0][:200]})",
                          path) from None
     return ckpt, net.eval()
+
+
+def build_planned_network(plan: Plan, plan_file: Path):
+    """The plan's network with fresh weights (train mode, CPU): ``plan.network`` built with ``network_kwargs``.
+
+    Raises
+    ------
+    PlanError
+        Naming ``plan_file``, when the network's class refuses the plan's ``network_kwargs`` (an unknown
+        argument, a wrong type, a size it cannot build).
+    """
+    from .networks import build_network
+
+    try:
+        return build_network(plan.network, plan.num_inputs, plan.num_outputs, **plan.network_kwargs)
+    except Exception as exc:  # noqa: BLE001 - the classes check their arguments in many ways (MONAI's included)
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise PlanError(f"cannot build the planned '{plan.network}' network from network_kwargs "
+                        f"{plan.network_kwargs} ({type(exc).__name__}: {text})", plan_file) from None
 
 
 def trained_mirror_axes(plan: Plan, checkpoint: dict) -> list[int]:

@@ -28,6 +28,16 @@ _LPS_VECTORS = {
 }
 
 
+def is_orientation_code(code) -> bool:
+    """Whether ``code`` names three anatomical directions, one per body axis (``"RAS"``, ``"LPS"``, ``"SAR"``...;
+    case-insensitive): one of L/R, one of A/P and one of S/I."""
+    return isinstance(code, str) and len(code) == 3 and \
+        sorted(_AXIS_OF[c] for c in code.upper() if c in _AXIS_OF) == [0, 1, 2]
+
+
+_AXIS_OF = {c: i for i, pair in enumerate(("LR", "PA", "SI")) for c in pair}
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Where an image's voxels sit in the world (see the module docstring for axes)."""
@@ -124,6 +134,8 @@ def plan_reorientation(geometry: Geometry, code: str) -> Reorientation:
     Reorientation
         For :func:`apply_reorientation` and :func:`undo_reorientation`.
     """
+    if not is_orientation_code(code):
+        raise ValueError(f"orientation {code!r} must name one of L/R, one of A/P and one of S/I (e.g. 'RAS')")
     code = code.upper()
     targets = np.array([_LPS_VECTORS[c] for c in code])  # (3 target axes, 3 world)
     d = geometry.direction_matrix

@@ -15,10 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import PlanError
+from ..io.geometry import is_orientation_code
 from ..utils.atomic import atomic_write_json
 from ..utils.json_file import read_json
 
 PLAN_FORMAT_VERSION = 1
+
+
+# Normalization schemes (Normalization's docstring) and the numbers each needs from the plan.
+NORMALIZATION_SCHEMES = {"ct_window": ("lower", "upper"), "ct_clip_zscore": ("lower", "upper", "mean", "std"),
+                         "zscore": (), "none": ()}
 
 
 @dataclass
@@ -231,10 +237,32 @@ def _check_field(name: str, value: Any, source) -> Any:
                 if "scheme" not in n or set(n) - _NORMALIZATION_KEYS:
                     raise PlanError(f"field 'normalization' entries need 'scheme' and only "
                                     f"{sorted(_NORMALIZATION_KEYS)}, got {n!r}", source)
+                _check_normalization(n, source)
         return value
+    if name == "orientation" and value is not None and not is_orientation_code(value):
+        raise PlanError(f"field 'orientation' must name one of L/R, one of A/P and one of S/I (e.g. \"RAS\"), "
+                        f"got {value!r}", source)
     if not isinstance(value, expected) or _is_bool_for_num(value, expected):
         raise PlanError(f"field '{name}' must be {_type_name(expected)}, got {value!r}", source)
     return value
+
+
+def _check_normalization(n: dict, source) -> None:
+    scheme = n["scheme"]
+    if not isinstance(scheme, str) or scheme not in NORMALIZATION_SCHEMES:
+        raise PlanError(f"field 'normalization': unknown scheme {scheme!r} (known: "
+                        f"{', '.join(NORMALIZATION_SCHEMES)})", source)
+    needs = NORMALIZATION_SCHEMES[scheme]
+    if not all(isinstance(n.get(k), (int, float)) and not isinstance(n.get(k), bool) and math.isfinite(n[k])
+               for k in needs):
+        raise PlanError(f"field 'normalization': scheme {scheme!r} needs numbers {', '.join(needs)}, got {n!r}",
+                        source)
+    if scheme == "ct_window" and not n["lower"] < n["upper"]:  # the window is scaled by 1 / (upper - lower)
+        raise PlanError(f"field 'normalization': 'lower' must be below 'upper', got {n!r}", source)
+    if scheme == "ct_clip_zscore" and not n["lower"] <= n["upper"]:
+        raise PlanError(f"field 'normalization': 'lower' must not be above 'upper', got {n!r}", source)
+    if scheme == "ct_clip_zscore" and not n["std"] >= 0:
+        raise PlanError(f"field 'normalization': 'std' must not be negative, got {n!r}", source)
 
 
 def _is_bool_for_num(value, expected) -> bool:

@@ -227,11 +227,11 @@ class Trainer:
         torch.manual_seed(seed)
 
     def _build_network(self) -> torch.nn.Module:
-        from ..networks import build_network, init_from_pretrained
+        from ..networks import init_from_pretrained
         plan = self.plan
         # identical initial weights on every rank: seed the head's init independently of the rank
         torch.manual_seed(self.cfg.seed)
-        net = build_network(plan.network, plan.num_inputs, plan.num_outputs, **plan.network_kwargs)
+        net = mf.build_planned_network(plan, self.plan_folder / "plans.json")
         torch.manual_seed(self.cfg.seed + self.dist.rank)
         self.load_report = None
         self.conventions_warning = None

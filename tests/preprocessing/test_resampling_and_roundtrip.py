@@ -90,3 +90,29 @@ def test_plan_json_schema_errors_name_the_field(tmp_path):
         Plan.load(tmp_path / "plans.json")
     assert plan.cache_hash() != _plan(target_spacing=[2.0, 2.0, 2.0]).cache_hash()
     assert plan.cache_hash() == _plan(batch_size=4, patch_size=[64, 64, 64]).cache_hash()
+
+
+def test_plan_values_that_would_fail_far_from_the_file_are_refused_on_load(tmp_path):
+    """A hand-edited plan's orientation or normalization used to fail in the middle of a prediction (KeyError,
+    TypeError in numpy) or, for "RRS", reorient silently wrong; now loading says which field and why."""
+    from suprem_nn.errors import PlanError
+    from suprem_nn.io import plan_reorientation
+    d = _plan().to_json()
+    window = d["normalization"][0]
+    cases = [({**d, "orientation": "RRS"}, "field 'orientation' must name one of L/R, one of A/P and one of S/I"),
+             ({**d, "orientation": "xyz"}, "field 'orientation'"),
+             ({**d, "normalization": [{**window, "scheme": "ct_windw"}]}, "unknown scheme 'ct_windw' (known: "
+                                                                         "ct_window, ct_clip_zscore, zscore, none)"),
+             ({**d, "normalization": [{**window, "lower": None}]}, "scheme 'ct_window' needs numbers lower, upper"),
+             ({**d, "normalization": [{**window, "lower": 250.0, "upper": 250.0}]}, "'lower' must be below 'upper'"),
+             ({**d, "normalization": [{"scheme": "ct_clip_zscore", "lower": -100.0, "upper": 200.0, "mean": 40.0}]},
+              "needs numbers lower, upper, mean, std"),
+             ({**d, "normalization": [{"scheme": ["ct_window"]}]}, "unknown scheme ['ct_window']")]
+    for broken, words in cases:
+        with pytest.raises(PlanError) as err:
+            Plan.from_json(broken, tmp_path / "plans.json")
+        assert str(err.value).startswith(f"{tmp_path / 'plans.json'}: ") and words in str(err.value), str(err.value)
+    for fine in ("RAS", "lps", "SAR", "ILA"):
+        assert Plan.from_json({**d, "orientation": fine}).orientation == fine
+    with pytest.raises(ValueError, match="'RRS' must name one of L/R"):
+        plan_reorientation(Geometry((4, 4, 4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)), "RRS")
