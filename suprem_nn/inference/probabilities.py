@@ -122,6 +122,8 @@ def read_probabilities(npz_path: str | Path) -> CaseProbabilities:
     npz_path = Path(npz_path)
     meta_path = npz_path.with_suffix(".json")
     info = read_json(meta_path, SupremError, "probabilities file has no .json beside it (written with it)")
+    if not isinstance(info, dict):
+        raise SupremError(f"expected a JSON object, found {type(info).__name__}", meta_path)
     if "plan" not in info:
         raise SupremError("this .json has no 'plan': it was written by an older suprem_nn; predict again with "
                           "--save-probabilities", meta_path)
@@ -129,15 +131,21 @@ def read_probabilities(npz_path: str | Path) -> CaseProbabilities:
         with np.load(npz_path) as z:
             probs = z["probabilities"]
             names = [str(n) for n in z["class_names"]]
-    except (OSError, ValueError, KeyError) as exc:
-        raise SupremError(f"not a readable probabilities file ({exc})", npz_path) from None
+    except Exception as exc:  # noqa: BLE001 - np.load without pickles runs no code; a cut or foreign file raises
+        # BadZipFile, ValueError, KeyError, OSError...
+        raise SupremError(f"not a readable probabilities file ({type(exc).__name__}: {exc})", npz_path) from None
     plan = Plan.from_json(info["plan"], meta_path)
-    props = CaseProperties.from_json(info)
+    props = CaseProperties.from_json(info, meta_path)
     activation = info.get("activation", "sigmoid" if plan.multilabel else "softmax")
     expected = len(names) + (1 if activation == "softmax" else 0)
     if probs.ndim != 4 or probs.shape[0] != expected or list(probs.shape[1:]) != list(props.shape_after_resampling):
         raise SupremError(f"probabilities of shape {tuple(probs.shape)} do not match the .json (expected "
                           f"{expected} channels on {tuple(props.shape_after_resampling)})", npz_path)
-    values = [int(v) for v in info.get("label_values", [])] or \
-        [plan.label_values[plan.class_names.index(n)] for n in names]
+    try:
+        values = [int(v) for v in info.get("label_values", [])] or \
+            [plan.label_values[plan.class_names.index(n)] for n in names]
+    except (TypeError, ValueError) as exc:
+        raise SupremError(f"'label_values' must be integers, one per class ({exc})", meta_path) from None
+    if len(values) != len(names):
+        raise SupremError(f"'label_values' must be integers, one per class ({len(names)}), got {values}", meta_path)
     return CaseProbabilities(props.case_id, probs, names, values, activation, props, plan)

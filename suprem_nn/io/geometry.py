@@ -59,9 +59,14 @@ class Geometry:
 
     @classmethod
     def from_json(cls, d: dict) -> "Geometry":
-        """The geometry stored by :meth:`to_json`."""
-        return cls(tuple(int(v) for v in d["shape"]), tuple(float(v) for v in d["spacing"]),
-                   tuple(float(v) for v in d["origin"]), tuple(float(v) for v in d["direction"]))
+        """The geometry stored by :meth:`to_json`; ValueError when its numbers cannot be one."""
+        g = cls(tuple(int(v) for v in d["shape"]), tuple(float(v) for v in d["spacing"]),
+                tuple(float(v) for v in d["origin"]), tuple(float(v) for v in d["direction"]))
+        if not (len(g.shape) == len(g.spacing) == len(g.origin) == 3 and len(g.direction) == 9 and min(g.shape) > 0
+                and all(np.isfinite(g.spacing + g.origin + g.direction)) and min(g.spacing) > 0):
+            raise ValueError(f"not a 3D geometry (3 positive sizes and spacings, 3 origin and 9 direction values): "
+                             f"{d!r}")
+        return g
 
     def orientation_code(self) -> str:
         """Three-letter code (e.g. ``"RAS"``, ``"LPS"``) that each array axis points towards."""
@@ -111,8 +116,11 @@ class Reorientation:
 
     @classmethod
     def from_json(cls, d: dict) -> "Reorientation":
-        """The reorientation stored by :meth:`to_json`."""
-        return cls(tuple(int(v) for v in d["permutation"]), tuple(bool(v) for v in d["flips"]))
+        """The reorientation stored by :meth:`to_json`; ValueError when it is not a permutation of 3 axes."""
+        permutation, flips = tuple(int(v) for v in d["permutation"]), tuple(d["flips"])
+        if sorted(permutation) != [0, 1, 2] or len(flips) != 3 or not all(isinstance(f, bool) for f in flips):
+            raise ValueError(f"not a reorientation (a permutation of 0, 1, 2 and 3 true/false flips): {d!r}")
+        return cls(permutation, flips)
 
 
 def plan_reorientation(geometry: Geometry, code: str) -> Reorientation:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import SupremError
 from ..utils.atomic import atomic_write_json, atomic_write_with, remove_stale_temporaries
+from ..utils.json_file import read_json
 from .pipeline import CaseProperties
 
 
@@ -152,7 +153,9 @@ class PreprocessedCache:
 
     def properties(self, case_id: str) -> CaseProperties:
         """The stored :class:`CaseProperties` of ``case_id`` (what maps its arrays back to the original grid)."""
-        return CaseProperties.from_json(json.loads(self._path(case_id, ".json").read_text()))
+        path = self._path(case_id, ".json")
+        return CaseProperties.from_json(read_json(path, SupremError, "case properties missing; re-run "
+                                                  "suprem_plan_and_preprocess"), path)
 
     def class_locations(self, case_id: str) -> dict[int, np.ndarray]:
         """Stored foreground voxel coordinates per class of ``case_id``, for foreground oversampling.

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..errors import SupremError
 from ..io.cropping import crop, foreground_box, uncrop
 from ..io.geometry import (Geometry, Reorientation, apply_reorientation, plan_reorientation, reoriented_geometry,
                            undo_reorientation)
@@ -58,12 +59,24 @@ class CaseProperties:
                 "source_label": self.source_label, "source_masks": self.source_masks}
 
     @classmethod
-    def from_json(cls, d: dict) -> "CaseProperties":
-        """Properties from the JSON object of :meth:`to_json` (files without source paths load too)."""
-        return cls(d["case_id"], Geometry.from_json(d["original_geometry"]),
-                   Reorientation.from_json(d["reorientation"]), [list(b) for b in d["bbox"]],
-                   list(d["shape_after_crop"]), list(d["shape_after_resampling"]), d["cache_hash"],
-                   list(d.get("source_images", [])), d.get("source_label"), dict(d.get("source_masks", {})))
+    def from_json(cls, d: dict, source=None) -> "CaseProperties":
+        """Properties from the JSON object of :meth:`to_json` (files without source paths load too).
+
+        Raises:
+            SupremError: naming ``source`` (the file ``d`` came from), when an entry is missing or malformed.
+        """
+        try:
+            props = cls(d["case_id"], Geometry.from_json(d["original_geometry"]),
+                        Reorientation.from_json(d["reorientation"]), [[int(v) for v in b] for b in d["bbox"]],
+                        [int(v) for v in d["shape_after_crop"]], [int(v) for v in d["shape_after_resampling"]],
+                        d["cache_hash"], list(d.get("source_images", [])), d.get("source_label"),
+                        dict(d.get("source_masks", {})))
+            if not (len(props.bbox) == len(props.shape_after_crop) == len(props.shape_after_resampling) == 3
+                    and all(len(b) == 2 for b in props.bbox)):
+                raise ValueError("bbox and shapes must have 3 axes")
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise SupremError(f"malformed case properties ({type(exc).__name__}: {exc})", source) from None
+        return props
 
 
 def preprocess_images(images: Sequence[np.ndarray], geometry: Geometry, plan: Plan,

@@ -99,3 +99,36 @@ def test_missing_case_and_empty_folder(real_ct, tmp_path, capsys):
     assert ensemble(["-i", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "out"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "no saved probabilities" in err and str(tmp_path / "b") in err
+
+
+@pytest.mark.parametrize("damage", ["cut npz", "zip of something else", "json: bbox", "json: reorientation",
+                                    "json: geometry", "json: label_values", "json: a list"])
+def test_damaged_member_files_are_one_line_naming_the_file(real_ct, tmp_path, capsys, damage):
+    """A half-copied .npz was a BadZipFile traceback, a hand-edited .json a KeyError / TypeError from deep inside;
+    each is now one line naming the file, and nothing is written."""
+    import json
+    import zipfile
+
+    member(real_ct, tmp_path / "a", (6.0, 6.0, 6.0), False, 1)
+    member(real_ct, tmp_path / "b", (6.0, 6.0, 6.0), False, 2)
+    npz, meta = tmp_path / "b" / f"{CASE}.npz", tmp_path / "b" / f"{CASE}.json"
+    info = json.loads(meta.read_text())
+    if damage == "cut npz":
+        npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    elif damage == "zip of something else":
+        with zipfile.ZipFile(npz, "w") as z:
+            z.writestr("readme.txt", "not probabilities")
+    elif damage == "json: a list":
+        meta.write_text("[]")
+    else:
+        field = damage.split(": ")[1]
+        changed = {"bbox": ("bbox", [[0, 5]]), "reorientation": ("reorientation", {"permutation": [0, 0, 1],
+                                                                                   "flips": [False] * 3}),
+                   "geometry": ("original_geometry", {**info["original_geometry"], "spacing": [1.0, 0.0, 1.0]}),
+                   "label_values": ("label_values", ["liver", "spleen"])}[field]
+        meta.write_text(json.dumps({**info, changed[0]: changed[1]}))
+    assert ensemble(["-i", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    named = npz if damage in ("cut npz", "zip of something else") else meta
+    assert len(err.splitlines()) == 1 and f"{named}: " in err, err
+    assert not (tmp_path / "out" / f"{CASE}.nii.gz").exists()
