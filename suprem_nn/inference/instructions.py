@@ -108,7 +108,8 @@ def read_instructions(path: str | Path) -> InferenceInstructions:
         lcc = [str(c) for c in d.get("postprocessing", {}).get("largest_component", [])]
         out = InferenceInstructions(str(d["dataset"]), members, str(d["activation"]), list(d["class_names"]),
                                     [int(v) for v in d["label_values"]], lcc, path=path)
-    except (KeyError, TypeError, ValueError) as exc:
+        cv = d.get("cross_validation", {}).get("chosen", {}).get("mean_dice_after_postprocessing")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SupremError(f"malformed instructions ({type(exc).__name__}: {exc}){hint}", path) from None
     if not members or any(not m.folds for m in members):
         raise SupremError(f"the instructions name no members or a member without folds{hint}", path)
@@ -117,6 +118,5 @@ def read_instructions(path: str | Path) -> InferenceInstructions:
     unknown = [c for c in lcc if c not in out.class_names]
     if unknown:
         raise SupremError(f"post-processing names classes {unknown} that are not among class_names{hint}", path)
-    cv = d.get("cross_validation", {}).get("chosen", {}).get("mean_dice_after_postprocessing")
     out.cv_dice = float(cv) if isinstance(cv, (int, float)) else None
     return out

@@ -45,7 +45,11 @@ def test_prints_the_choice_and_refuses_options_it_fixes(real_ct, tmp_path, capsy
 
 @pytest.mark.parametrize("text, problem", [("{not json", "not valid JSON"),
                                            ('{"format_version": 1, "dataset": "x"}', "malformed instructions"),
-                                           ('{"format_version": 7}', "format version 1")])
+                                           ('{"format_version": 7}', "format version 1"),
+                                           ('{"format_version": 1, "dataset": "x", "members": [{"plan": "a", '
+                                            '"folds": [0]}], "activation": "softmax", "class_names": ["liver"], '
+                                            '"label_values": [1], "cross_validation": []}',
+                                            "malformed instructions (AttributeError")])
 def test_broken_instructions_name_the_file(tmp_path, capsys, text, problem):
     write_instructions(text)
     rc, err = run(capsys, "-i", str(tmp_path), "-o", str(tmp_path / "out"), "-d", DATASET, "--quiet")
