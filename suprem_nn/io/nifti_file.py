@@ -64,10 +64,9 @@ def is_gzip_file(path: Path) -> bool:
 
 def _inspect(path: Path) -> tuple[list[str], list[str]]:
     """``(problems any reader reports, problems ITK hides)``."""
-    from .image_io import image_ending
-
-    ending = image_ending(path.name)
-    if ending not in (".nii", ".nii.gz") or not path.is_file():
+    name = path.name.lower()
+    ending = ".nii.gz" if name.endswith(".nii.gz") else ".nii" if name.endswith(".nii") else None
+    if ending is None or not path.is_file():
         return [], []
     compressed = is_gzip_file(path)
     found = []
