@@ -7,6 +7,7 @@ object rather than the arguments one by one. A plan describes the model and is n
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -89,6 +90,14 @@ class PredictionSettings:
             raise SupremError(f"unknown precision '{self.precision}' (choose: bf16, fp32, or None for automatic)")
         if self.postprocess not in (None,) + POSTPROCESSING:
             raise SupremError(f"unknown postprocessing '{self.postprocess}' (choose: {', '.join(POSTPROCESSING)})")
+        # Checked here, before a model is loaded or a case read; the sliding window would refuse each case alone.
+        step = self.step_size
+        if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Real) or not 0 < step <= 1):
+            raise SupremError(f"step size must be a fraction of the patch in (0, 1], got {step!r}")
+        for name in ("windows_per_batch", "num_workers"):
+            value, least = getattr(self, name), 1 if name == "windows_per_batch" else 0
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least):
+                raise SupremError(f"{name.replace('_', ' ')} must be an integer >= {least}, got {value!r}")
         if self.classes is not None and not isinstance(self.classes, tuple):
             object.__setattr__(self, "classes", tuple(self.classes))
         if isinstance(self.part, str):

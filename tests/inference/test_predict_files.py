@@ -110,6 +110,25 @@ def test_plan_the_network_cannot_be_built_from_is_one_line_naming_it(real_ct, tm
     assert not (tmp_path / "o.nii.gz").exists()
 
 
+def test_bad_numbers_for_options_are_refused_before_any_work(real_ct, tmp_path, model):
+    """A step size of 0 or 1.5 used to load the model, read each case and fail it in the sliding window."""
+    from suprem_nn.errors import SupremError
+    from suprem_nn.inference.settings import PredictionSettings
+
+    step = "step size must be a fraction of the patch in (0, 1], got"
+    for flag, value, message in [("--step-size", "0", f"{step} 0.0"), ("--step-size", "1.5", f"{step} 1.5"),
+                                 ("--step-size", "nan", f"{step} nan"),
+                                 ("-np", "-1", "num workers must be an integer >= 0, got -1")]:
+        r = _run("-i", real_ct / "ts_abdomen_sm_3mm" / "ct.nii.gz", "-o", tmp_path / "o.nii.gz", "-m", model,
+                 flag, value, "--quiet")
+        assert r.returncode == 1 and r.stderr == f"suprem_predict: error: {message}\n", r.stderr
+        assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "run_report.json").exists()
+    for bad in ({"step_size": True}, {"windows_per_batch": 0}, {"num_workers": 1.5}):
+        with pytest.raises(SupremError):
+            PredictionSettings(**bad)
+    assert PredictionSettings(step_size=np.float32(0.5), windows_per_batch=np.int64(2)).step_size == 0.5
+
+
 def test_killed_run_resumes_without_redoing_finished_cases(real_ct, tmp_path, model):
     inp = tmp_path / "in"
     inp.mkdir()
