@@ -16,6 +16,8 @@ from monai.networks.nets import SegResNet
 
 __all__ = ["SuPreMSegResNet"]
 
+GROUPS = 8  # MONAI's default GroupNorm, which SuPreM kept
+
 
 class SuPreMSegResNet(SegResNet):
     """MONAI SegResNet with SuPreM's constructor values.
@@ -24,10 +26,16 @@ class SuPreMSegResNet(SegResNet):
         in_channels: image channels of the (B, in_channels, X, Y, Z) input.
         out_channels: logit channels of the (B, out_channels, X, Y, Z) output.
         init_filters, blocks_down, blocks_up: SuPreM values by default.
+
+    Raises:
+        ValueError: if ``init_filters`` is not a positive multiple of 8 (GroupNorm's 8 groups), a block count is
+            negative, or ``blocks_up`` does not have one entry fewer than ``blocks_down`` (one decoder stage per
+            down-sampling). MONAI builds such a network and fails only in its first forward pass.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, init_filters: int = 16,
                  blocks_down: tuple[int, ...] = (1, 2, 2, 4), blocks_up: tuple[int, ...] = (1, 1, 1)) -> None:
+        _check_sizes(init_filters, blocks_down, blocks_up)
         super().__init__(
             spatial_dims=3,
             init_filters=init_filters,
@@ -57,3 +65,17 @@ class SuPreMSegResNet(SegResNet):
                 f"SegResNet spatial sizes must be divisible by {self.divisibility}, got {tuple(x.shape[2:])}"
             )
         return super().forward(x)
+
+
+def _check_sizes(init_filters, blocks_down, blocks_up) -> None:
+    if not isinstance(init_filters, int) or isinstance(init_filters, bool) or init_filters < GROUPS \
+            or init_filters % GROUPS:
+        raise ValueError(f"SegResNet init_filters must be a positive multiple of {GROUPS} (its GroupNorm has "
+                         f"{GROUPS} groups), got {init_filters!r}")
+    for name, blocks in (("blocks_down", blocks_down), ("blocks_up", blocks_up)):
+        if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in blocks):
+            raise ValueError(f"SegResNet {name} must be block counts >= 0, got {list(blocks)!r}")
+    if len(blocks_down) < 1 or len(blocks_up) != len(blocks_down) - 1:
+        raise ValueError(f"SegResNet needs one up stage per down-sampling: blocks_up must have "
+                         f"len(blocks_down) - 1 entries, got blocks_down {list(blocks_down)} and blocks_up "
+                         f"{list(blocks_up)}")

@@ -98,15 +98,16 @@ def test_single_truncated_file_gives_one_line_error(real_ct, tmp_path, model):
 
 
 def test_plan_the_network_cannot_be_built_from_is_one_line_naming_it(real_ct, tmp_path, model):
-    """network_kwargs go to the network's class; what it refuses (here MONAI's SegResNet: init_filters -1) was a
-    traceback from inside the class; now it is one line naming plans.json."""
+    """network_kwargs go to the network's class; what it refuses (here SegResNet: init_filters -1) was a
+    traceback from inside the class; now it is one line naming plans.json and saying why."""
     plan = json.loads((model / "plans.json").read_text())
     plan["network_kwargs"] = {"init_filters": -1}
     (model / "plans.json").write_text(json.dumps(plan))
     r = _run("-i", real_ct / "ts_abdomen_sm_3mm" / "ct.nii.gz", "-o", tmp_path / "o.nii.gz", "-m", model, "--quiet")
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith(f"suprem_predict: error: {model / 'plans.json'}: cannot build the planned 'segresnet' "
-                               "network from network_kwargs {'init_filters': -1} (RuntimeError: "), r.stderr
+                               "network from network_kwargs {'init_filters': -1} (ValueError: SegResNet init_filters must be a "
+                               "positive multiple of 8"), r.stderr
     assert not (tmp_path / "o.nii.gz").exists()
 
 

@@ -1,5 +1,7 @@
 """Architecture facts of the backbones (the three SuPreM ones and MedNeXt) and the Universal Model (reference §1)."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -156,3 +158,21 @@ def test_uses_batch_statistics_flags():
     assert not uses_batch_statistics(build_network("mednext", 1, 2))  # GroupNorm
     assert not uses_batch_statistics(nn.Sequential(nn.Conv3d(1, 2, 1), nn.BatchNorm3d(2)))
     assert uses_batch_statistics(nn.Sequential(nn.Conv3d(1, 2, 1), nn.BatchNorm3d(2, track_running_stats=False)))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"init_filters": 0}, "init_filters must be a positive multiple of 8"),
+    ({"init_filters": 4}, "init_filters must be a positive multiple of 8"),
+    ({"init_filters": 12.0}, "init_filters must be a positive multiple of 8"),
+    ({"blocks_down": [1, -1, 2, 4]}, "blocks_down must be block counts >= 0"),
+    ({"blocks_down": []}, "blocks_up must have len(blocks_down) - 1 entries"),
+    ({"blocks_up": [1, 1]}, "blocks_up must have len(blocks_down) - 1 entries"),
+])
+def test_segresnet_sizes_it_cannot_run_are_refused_when_built(kwargs, words):
+    """MONAI builds these and fails only in the first forward pass (a zero-channel convolution, a channel
+    mismatch deep in the decoder); a hand-edited plan should fail when its network is built, saying why."""
+    with pytest.raises(ValueError, match=re.escape(words)):
+        build_network("segresnet", 1, 2, **kwargs)
+    # the smallest sizes the checks allow still run
+    net = build_network("segresnet", 1, 2, init_filters=8, blocks_down=[1], blocks_up=[])
+    assert net(torch.zeros(1, 1, 8, 8, 8)).shape == (1, 2, 8, 8, 8)
