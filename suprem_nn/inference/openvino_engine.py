@@ -19,6 +19,7 @@ import importlib
 import logging
 import mmap
 import sys
+import threading
 import warnings
 from typing import Optional, Sequence
 
@@ -27,7 +28,7 @@ from torch import nn
 
 from ..utils.heap import release_free_heap
 
-__all__ = ["import_openvino", "openvino_version", "SelectedOutputs", "convert_network_exported",
+__all__ = ["import_openvino", "openvino_core", "openvino_version", "SelectedOutputs", "convert_network_exported",
            "convert_network", "compile_model", "import_compiled",
            "export_compiled", "compiled_precision", "OpenVINONetwork", "PRECISIONS"]
 
@@ -63,6 +64,27 @@ def _silence_loaded_telemetry() -> None:
                 module.tm = stub
     except ImportError:  # an OpenVINO without the conversion tools sends nothing from them either
         pass
+
+
+_core = None
+_core_lock = threading.Lock()
+
+
+def openvino_core():
+    """The process's one ``openvino.Core``, made on first use and kept until the process exits.
+
+    Each Core makes its own CPU plugin instance, and on Linux each instance gives the thread that made it a new
+    alternate signal stack (room for AMX's larger signal frames) and, when destroyed, puts back the stack it found.
+    Instances destroyed in any order but the reverse of their creation (two predictions' models dropped
+    first-made first) leave the thread on a stack that is already unmapped; the next signal with a Python handler
+    (Ctrl-C, the SIGCHLD of a training DataLoader's worker) then kills the process with SIGSEGV. One Core makes
+    one plugin instance, which lives as long as the process.
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = import_openvino().Core()
+        return _core
 
 
 def openvino_version() -> str:
@@ -226,8 +248,7 @@ def compile_model(model, precision: str, threads: int):
     threads : int
         Inference threads (at least 1).
     """
-    ov = import_openvino()
-    return ov.Core().compile_model(model, "CPU", _config(precision, threads))
+    return openvino_core().compile_model(model, "CPU", _config(precision, threads))
 
 
 def import_compiled(blob, precision: str, threads: int):
@@ -251,7 +272,7 @@ def import_compiled(blob, precision: str, threads: int):
         source = ov.Tensor(np.frombuffer(blob, dtype=np.uint8), shared_memory=True)
     else:
         source = io.BytesIO(blob)
-    return ov.Core().import_model(source, "CPU", _config(precision, threads))
+    return openvino_core().import_model(source, "CPU", _config(precision, threads))
 
 
 def export_compiled(compiled) -> bytes:

@@ -217,3 +217,47 @@ def test_cached_model_runs_from_the_mapped_entry_and_survives_dropped_pages(tmp_
     assert _torch_logits(ov_net, x).equal(first)
     assert hashlib.sha256(ov_net.blob).hexdigest() == on_disk
     assert float((first - _torch_logits(net, x)).abs().max()) <= 1e-3
+
+
+_TWO_MODELS_THEN_SIGNALS = """
+import os, signal, sys, time
+import torch
+from suprem_nn.inference.engines import prepare_engine
+from suprem_nn.networks import build_network
+
+net = build_network("segresnet", 1, 2, init_filters=8).eval()
+first = prepare_engine([net], "openvino", torch.device("cpu"), (1, 1, 16, 16, 16), None)[0]
+second = prepare_engine([net], "openvino", torch.device("cpu"), (1, 1, 16, 16, 16), None)[0]
+del first    # dropped in the order they were made, as a run's folds or two predictions are
+del second
+try:
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+    time.sleep(5)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+children = []
+signal.signal(signal.SIGCHLD, lambda *_: children.append(1))  # as a training DataLoader's worker ends
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print("SIGCHLD handled" if children else "no SIGCHLD")
+"""
+
+
+def test_signals_still_reach_python_after_models_are_dropped(tmp_path):
+    """Each OpenVINO Core used to make its own CPU plugin instance, which swaps the thread's alternate signal stack
+    and puts back the one it found when destroyed. Two models dropped first-made first left the main thread on
+    an unmapped stack, and the next signal with a Python handler killed the process with SIGSEGV: Ctrl-C, or the
+    SIGCHLD of a training DataLoader's worker after a prediction in the same process (the crash that made the
+    test suite run as two pytest processes). One Core per process keeps one plugin instance."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "SUPREM_ENGINE_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-c", _TWO_MODELS_THEN_SIGNALS], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert r.stdout.split() == ["KeyboardInterrupt", "SIGCHLD", "handled"]
