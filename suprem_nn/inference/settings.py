@@ -94,8 +94,8 @@ class PredictionSettings:
         step = self.step_size
         if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Real) or not 0 < step <= 1):
             raise SupremError(f"step size must be a fraction of the patch in (0, 1], got {step!r}")
-        for name in ("windows_per_batch", "num_workers"):
-            value, least = getattr(self, name), 1 if name == "windows_per_batch" else 0
+        for name, least in (("windows_per_batch", 1), ("num_workers", 0)):
+            value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least):
                 raise SupremError(f"{name.replace('_', ' ')} must be an integer >= {least}, got {value!r}")
         if self.classes is not None and not isinstance(self.classes, tuple):

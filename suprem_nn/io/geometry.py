@@ -26,6 +26,8 @@ _LPS_VECTORS = {
     "P": (0.0, 1.0, 0.0), "A": (0.0, -1.0, 0.0),
     "S": (0.0, 0.0, 1.0), "I": (0.0, 0.0, -1.0),
 }
+# The world axis (0 L/R, 1 P/A, 2 S/I) each letter points along.
+_AXIS_OF = {c: int(np.flatnonzero(v)[0]) for c, v in _LPS_VECTORS.items()}
 
 
 def is_orientation_code(code) -> bool:
@@ -33,9 +35,6 @@ def is_orientation_code(code) -> bool:
     case-insensitive): one of L/R, one of A/P and one of S/I."""
     return isinstance(code, str) and len(code) == 3 and \
         sorted(_AXIS_OF[c] for c in code.upper() if c in _AXIS_OF) == [0, 1, 2]
-
-
-_AXIS_OF = {c: i for i, pair in enumerate(("LR", "PA", "SI")) for c in pair}
 
 
 @dataclass(frozen=True)
