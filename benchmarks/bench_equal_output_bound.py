@@ -25,7 +25,6 @@ labels faster than nnU-Net's own kernels, and the equal-output speed-up is bound
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import time
 from pathlib import Path
@@ -43,13 +42,6 @@ def float16_steps(values):
     return torch.exp2(torch.floor(torch.log2(mag)) - 10)
 
 
-def window_starts(shape, patch, step_size, step_rule):
-    """Window starts in the padded volume and the padding before each axis, as sliding_window_predict places them."""
-    pad_lo = [max(p - s, 0) // 2 for s, p in zip(shape, patch)]
-    padded = [max(s, p) for s, p in zip(shape, patch)]
-    return list(itertools.product(*(step_rule(s, p, step_size) for s, p in zip(padded, patch)))), pad_lo
-
-
 def windows_covering(mask, starts, pad_lo, patch) -> int:
     """How many windows hold at least one voxel of ``mask`` (network-space bool tensor)."""
     count = 0
@@ -65,6 +57,7 @@ def measure_case(predictor, openvino_networks, torch_networks, image_path: Path)
     import torch
 
     from suprem_nn.inference.nnunet.predictor import nnunet_steps
+    from suprem_nn.inference.sliding_window import window_layout
     from suprem_nn.io.image_io import read_image
 
     image, geometry = read_image(image_path)
@@ -80,7 +73,7 @@ def measure_case(predictor, openvino_networks, torch_networks, image_path: Path)
     top2 = torch.topk(ref, 2, dim=0).values
     steps_apart = (top2[0] - top2[1]) / float16_steps(top2[0])
     patch = list(predictor.prep.patch_size)
-    starts, pad_lo = window_starts(list(ref.shape[1:]), patch, predictor.step_size, nnunet_steps)
+    pad_lo, _, starts = window_layout(list(ref.shape[1:]), patch, predictor.step_size, nnunet_steps)
     out = {"voxels": int(differ.numel()), "windows": len(starts),
            "labels_differ": int(differ.sum()), "sums_differ": int((ref != ov).any(0).sum()),
            "windows_with_differing_labels": windows_covering(differ, starts, pad_lo, patch),

@@ -34,7 +34,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-__all__ = ["compute_steps", "gaussian_importance_map", "sliding_window_predict", "network_uses_batch_statistics"]
+__all__ = ["compute_steps", "window_layout", "gaussian_importance_map", "sliding_window_predict",
+           "network_uses_batch_statistics"]
 
 
 def compute_steps(size: int, patch: int, step_size: float) -> list[int]:
@@ -59,6 +60,20 @@ def compute_steps(size: int, patch: int, step_size: float) -> list[int]:
         steps[i] = int(math.floor(exact[i] + 0.5))
         steps[n - 1 - i] = span - steps[i]
     return steps
+
+
+def window_layout(shape: Sequence[int], patch: Sequence[int], step_size: float,
+                  step_rule: Callable[[int, int, float], list[int]] = compute_steps
+                  ) -> tuple[list[int], list[int], list[tuple[int, int, int]]]:
+    """Where :func:`sliding_window_predict` places its windows on a volume of spatial ``shape`` (voxels).
+
+    Returns ``(pad_lo, pad_hi, starts)``: the padding before and after each axis that brings it to at least the
+    patch (split evenly, the extra voxel after), and each window's start ``(x, y, z)`` in the padded volume.
+    """
+    pad_lo = [max(p - s, 0) // 2 for s, p in zip(shape, patch)]
+    pad_hi = [max(p - s, 0) - lo for s, p, lo in zip(shape, patch, pad_lo)]
+    padded = [s + lo + hi for s, lo, hi in zip(shape, pad_lo, pad_hi)]
+    return pad_lo, pad_hi, list(itertools.product(*(step_rule(s, p, step_size) for s, p in zip(padded, patch))))
 
 
 def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = 0.125,
@@ -202,15 +217,13 @@ def sliding_window_predict(network: nn.Module, data: torch.Tensor, patch_size: S
             if keep_channels is not None else None)
 
     spatial = list(data.shape[1:])
-    pad_lo = [max(p - s, 0) // 2 for s, p in zip(spatial, patch)]
-    pad_hi = [max(p - s, 0) - lo for s, p, lo in zip(spatial, patch, pad_lo)]
+    pad_lo, pad_hi, starts = window_layout(spatial, patch, step_size, step_rule)
     data = data.to(dtype=torch.float32)
     if any(pad_lo) or any(pad_hi):
         # F.pad takes (last axis lo, hi, ..., first axis lo, hi).
         pads = [v for a in (2, 1, 0) for v in (pad_lo[a], pad_hi[a])]
         data = torch.nn.functional.pad(data, pads, mode="constant", value=float(pad_value))
     padded = list(data.shape[1:])
-    starts = list(itertools.product(*(step_rule(s, p, step_size) for s, p in zip(padded, patch))))
     # Decided before the volume moves to the GPU: a per-window check there would stall the GPU once per window.
     constant = [skip_constant_windows and bool((data[:, s[0]:s[0] + patch[0], s[1]:s[1] + patch[1],
                                                      s[2]:s[2] + patch[2]] == pad_value).all()) for s in starts]
